@@ -1,0 +1,100 @@
+# nanokoel pipeline. Every stage is a real CLI; targets are files, so re-running skips what is up to date
+# and an interrupted stage resumes from its last checkpoint.
+#
+#   make codec tokenize lm      train codec -> tokenize corpus -> train LM   (PROFILE=cpu by default)
+#   make app                    Gradio demo
+#   make test                   the test suite
+#
+# PROFILE picks the scale of every stage: quick (whole pipeline in ~20 min on 2 cores),
+# cpu (default: the best this CPU can train in a few hours), paper (paper-scale configs for GPUs).
+PROFILE ?= cpu
+RUNS    ?= runs
+PY      := .venv/bin/python
+SETUP   := .venv/.nanokoel-installed
+
+# per-profile settings
+CORPUS_quick := quick
+CORPUS_cpu   := cpu
+CORPUS_paper := cpu
+CODEC_CONFIG_quick := configs/codec/quick_12.5fps.yaml
+CODEC_CONFIG_cpu   := configs/codec/cpu_12.5fps.yaml
+CODEC_CONFIG_paper := configs/codec/nanocodec_12.5fps_1.1kbps.yaml
+BASE_CONFIG_quick  := configs/codec/quick_21.5fps.yaml
+BASE_CONFIG_cpu    := configs/codec/cpu_21.5fps.yaml
+BASE_CONFIG_paper  := configs/codec/nanocodec_21.5fps_1.89kbps.yaml
+LM_CONFIG_quick    := configs/lm/quick.yaml
+LM_CONFIG_cpu      := configs/lm/cpu.yaml
+LM_CONFIG_paper    := configs/lm/paper.yaml
+
+CORPUS      := $(CORPUS_$(PROFILE))
+DATA_DIR    := $(RUNS)/data/$(CORPUS)
+MANIFEST    := $(DATA_DIR)/manifest.jsonl
+CODEC_DIR   := $(RUNS)/codec/$(PROFILE)_12.5fps
+BASE_DIR    := $(RUNS)/codec/$(PROFILE)_21.5fps
+TOKENS_DIR  := $(RUNS)/tokens/$(PROFILE)_12.5fps
+BTOKENS_DIR := $(RUNS)/tokens/$(PROFILE)_21.5fps
+LM_DIR      := $(RUNS)/tts_lm/$(PROFILE)_12.5fps
+BLM_DIR     := $(RUNS)/tts_lm/$(PROFILE)_21.5fps
+
+ifeq ($(CODEC_CONFIG_$(PROFILE)),)
+$(error unknown PROFILE=$(PROFILE); use quick, cpu or paper)
+endif
+
+.PHONY: help setup data codec codec-baseline tokenize lm app eval bench test lint clean-runs
+
+help:
+	@sed -n '1,12p' Makefile
+
+setup: $(SETUP)
+$(SETUP): pyproject.toml requirements.txt scripts/setup.sh
+	bash scripts/setup.sh
+
+# ---- corpus -------------------------------------------------------------------------------------------
+data: $(MANIFEST)
+$(MANIFEST): $(SETUP)
+	$(PY) -m data.corpus --profile $(CORPUS) --out $(DATA_DIR)
+
+# ---- stage 1: codec (12.5 FPS, plus the 21.5 FPS baseline for the speed comparison) -----------------
+codec: $(CODEC_DIR)/model.safetensors
+$(CODEC_DIR)/model.safetensors: $(MANIFEST) $(CODEC_CONFIG_$(PROFILE))
+	$(PY) -m codec.train $(CODEC_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(CODEC_DIR)
+
+codec-baseline: $(BASE_DIR)/model.safetensors
+$(BASE_DIR)/model.safetensors: $(MANIFEST) $(BASE_CONFIG_$(PROFILE))
+	$(PY) -m codec.train $(BASE_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(BASE_DIR)
+
+# ---- stage 2: tokenize --------------------------------------------------------------------------------
+tokenize: $(TOKENS_DIR)/meta.json
+$(TOKENS_DIR)/meta.json: $(CODEC_DIR)/model.safetensors $(MANIFEST)
+	@$(PY) -c "import data.tokenize_corpus" 2>/dev/null || { echo "make tokenize: stage 2 is not built yet (see issues)"; exit 1; }
+	$(PY) -m data.tokenize_corpus --codec $(CODEC_DIR) --manifest $(MANIFEST) --out $(TOKENS_DIR)
+
+# ---- stage 3: LM --------------------------------------------------------------------------------------
+lm: $(LM_DIR)/model.safetensors
+$(LM_DIR)/model.safetensors: $(TOKENS_DIR)/meta.json
+	@$(PY) -c "import tts_lm.train" 2>/dev/null || { echo "make lm: stage 3 is not built yet (see issues)"; exit 1; }
+	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(TOKENS_DIR) out_dir=$(LM_DIR)
+
+# ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
+app: $(SETUP)
+	@$(PY) -c "import apps.demo" 2>/dev/null || { echo "make app: the demo is not built yet (see issues)"; exit 1; }
+	$(PY) -m apps.demo --lm $(LM_DIR) --codec $(CODEC_DIR)
+
+eval: $(SETUP)
+	@$(PY) -c "import evaluation.__main__" 2>/dev/null || { echo "make eval: evaluation is not built yet (see issues)"; exit 1; }
+	$(PY) -m evaluation --codec $(CODEC_DIR) --lm $(LM_DIR) --manifest $(MANIFEST) --out $(RUNS)/eval/$(PROFILE)
+
+bench: $(SETUP)
+	@$(PY) -c "import evaluation.bench" 2>/dev/null || { echo "make bench: benchmarks are not built yet (see issues)"; exit 1; }
+	$(PY) -m evaluation.bench --out $(RUNS)/bench
+
+# ---- checks -------------------------------------------------------------------------------------------
+test: $(SETUP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: $(SETUP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean-runs:
+	rm -rf $(RUNS)
