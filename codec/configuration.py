@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None)
-    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]
     return f"{msg} (key: {key})" if key else msg
 
 
