@@ -1,6 +1,6 @@
 """Spectral front ends in plain torch: STFT, mel filterbank, mel spectrogram, and a differentiable resampler.
 
-    mel = MelSpectrogram(22050, n_fft=1024, hop_length=256, n_mels=80, log=True)(wav)
+    mel = MelSpectrogram(MelConfig(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=80))(wav)
     # wav float [B, T] -> mel [B, n_mels, frames], frames = T // hop_length + 1 (centered frames)
     wav16 = Resampler(22050, 16000)(wav)   # float [B, T] -> [B, ceil(T * 16000 / 22050)], differentiable
 
@@ -16,6 +16,8 @@ conv1d so gradients flow through it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,56 +100,55 @@ def stft(
     )
 
 
-class MelSpectrogram(nn.Module):
-    """float [B, T] -> mel [B, n_mels, frames] (centered frames: frames = T // hop_length + 1).
+@dataclass
+class MelConfig:
+    """One mel spectrogram resolution.
 
-    Args:
-        power: 1 = magnitude mel, 2 = power mel.
-        norm: "slaney" (librosa's default area normalisation) or None (triangles peak at 1, NeMo's losses).
-        log: False = linear mel; True = log compression chosen by `log_mode`:
-            "clamp": log10(max(mel, eps))  (HiFi-GAN / DAC; eps 1e-5), "add": ln(mel + eps)  (NeMo; eps 1.0).
+    `power` 1 gives a magnitude mel, 2 a power mel. `norm` "slaney" is librosa's default area normalisation,
+    None keeps the triangles' peaks at 1 (NeMo's losses). `log` picks the compression: "none",
+    "log" = ln(mel + log_guard) (NeMo's codec losses, guard 1.0), "log10_clamp" = log10(max(mel, log_guard))
+    (HiFi-GAN / DAC style, guard 1e-5).
     """
 
-    def __init__(
-        self,
-        sample_rate: int,
-        n_fft: int = 1024,
-        hop_length: int | None = None,
-        win_length: int | None = None,
-        n_mels: int = 80,
-        fmin: float = 0.0,
-        fmax: float | None = None,
-        power: float = 1.0,
-        norm: str | None = "slaney",
-        center: bool = True,
-        pad_mode: str = "reflect",
-        log: bool = False,
-        log_mode: str = "clamp",
-        eps: float = 1e-5,
-    ):
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int | None = None  # None = n_fft
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = None  # None = sample_rate / 2
+    power: float = 1.0
+    norm: str | None = None
+    center: bool = True
+    pad_mode: str = "reflect"
+    log: str = "none"  # "none" | "log" | "log10_clamp"
+    log_guard: float = 1.0
+
+
+class MelSpectrogram(nn.Module):
+    """float [B, T] -> mel [B, n_mels, frames] (centered frames: frames = T // hop_length + 1)."""
+
+    def __init__(self, config: MelConfig):
         super().__init__()
-        if log_mode not in ("clamp", "add"):
-            raise ValueError(f"MelSpectrogram: log_mode must be 'clamp' or 'add', got {log_mode!r}")
-        self.sample_rate, self.n_fft, self.n_mels = sample_rate, n_fft, n_mels
-        self.hop_length = n_fft // 4 if hop_length is None else hop_length
-        self.win_length = n_fft if win_length is None else win_length
-        self.power, self.center, self.pad_mode = power, center, pad_mode
-        self.log, self.log_mode, self.eps = log, log_mode, eps
-        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
-        fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, norm)
+        if config.log not in ("none", "log", "log10_clamp"):
+            raise ValueError(f"MelConfig.log must be 'none', 'log' or 'log10_clamp', got {config.log!r}")
+        self.config = config
+        self.register_buffer("window", torch.hann_window(config.win_length or config.n_fft), persistent=False)
+        fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax, config.norm)
         self.register_buffer("filterbank", fb, persistent=False)  # [n_mels, n_freqs]
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        spec = stft(wav.float(), self.n_fft, self.hop_length, self.win_length, self.window, self.center, self.pad_mode)
+        c = self.config
+        spec = stft(wav.float(), c.n_fft, c.hop_length, c.win_length, self.window, c.center, c.pad_mode)
         power = spec.real.square() + spec.imag.square()  # [B, n_freqs, frames]
         # |z| = sqrt(power) has an infinite gradient at 0; a tiny guard keeps losses finite on digital silence
-        mag = torch.sqrt(power + 1e-12) if self.power == 1.0 else power.pow(self.power / 2)
+        mag = torch.sqrt(power + 1e-12) if c.power == 1.0 else power.pow(c.power / 2)
         mel = torch.matmul(self.filterbank, mag)  # [B, n_mels, frames]
-        if not self.log:
-            return mel
-        if self.log_mode == "add":
-            return torch.log(mel + self.eps)
-        return torch.log10(torch.clamp(mel, min=self.eps))
+        if c.log == "log":
+            return torch.log(mel + c.log_guard)
+        if c.log == "log10_clamp":
+            return torch.log10(torch.clamp(mel, min=c.log_guard))
+        return mel
 
 
 class Resampler(nn.Module):
