@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from codec.audio import resample
-from codec.spectral import MelSpectrogram
+from codec.spectral import MelConfig, MelSpectrogram
 
 PESQ_RATE = 16000  # wideband PESQ is defined at 16 kHz
 PESQ_MIN_SECONDS = 0.25  # the P.862 implementation refuses shorter buffers
@@ -134,20 +134,20 @@ def si_sdr(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, eps: 
 
 @functools.lru_cache(maxsize=8)
 def _mel_transforms(sr: int, resolutions: tuple[tuple[int, int], ...]) -> tuple[MelSpectrogram, ...]:
-    return tuple(
-        MelSpectrogram(
-            sr,
+    configs = [
+        MelConfig(
+            sample_rate=sr,
             n_fft=win,
             hop_length=win // 4,
             n_mels=n_mels,
             norm="slaney",
             pad_mode="constant",
-            log=True,
-            log_mode="clamp",
-            eps=1e-5,
+            log="log10_clamp",
+            log_guard=1e-5,
         )
         for win, n_mels in resolutions
-    )
+    ]
+    return tuple(MelSpectrogram(config) for config in configs)
 
 
 def mel_distance(
