@@ -1,0 +1,83 @@
+"""Activations of the codec: snake, half-snake (NanoCodec's decoder), leaky ReLU (its encoder), output clamp.
+
+    Snake(x)      = x + 1 / (alpha + 1e-9) * sin(alpha * x)^2       alpha: learned per channel, init 1
+                    (Ziyin et al. 2020, "Neural networks fail to learn periodic functions"; BigVGAN)
+    HalfSnake(x)  = cat(Snake(x[:, :C // 2]), LeakyReLU_0.01(x[:, C // 2:]))   (NanoCodec / low-frame-rate codec)
+
+All are elementwise over [B, C, T] (no state, so streaming needs nothing). The numbers (eps 1e-9 inside the
+reciprocal, PyTorch's default leaky slope 0.01, snake on the FIRST C // 2 channels) follow NVIDIA NeMo, and
+so do the module names (`CodecActivation.activation`, `HalfSnake.snake_act.alpha`) so checkpoints load.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = ("lrelu", "elu", "snake", "half_snake")
+SNAKE_EPS = 1e-9
+
+
+def snake(x: torch.Tensor, alpha: torch.Tensor, eps: float = SNAKE_EPS) -> torch.Tensor:
+    """x + (alpha + eps)^-1 * sin(alpha * x)^2, with alpha [1, C, 1] broadcast over [B, C, T]."""
+    return x + (alpha + eps).reciprocal() * torch.sin(alpha * x).pow(2)
+
+
+class Snake(nn.Module):
+    """Snake with a learnable frequency per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return snake(x, self.alpha)
+
+
+class HalfSnake(nn.Module):
+    """Snake on the first C // 2 channels, leaky ReLU (slope 0.01) on the remaining C - C // 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.snake_channels = channels // 2
+        self.snake_act = Snake(self.snake_channels)
+        self.lrelu = nn.LeakyReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        snake_out = self.snake_act(x[:, : self.snake_channels])  # (B, C // 2, T)
+        lrelu_out = self.lrelu(x[:, self.snake_channels :])  # (B, C - C // 2, T)
+        return torch.cat([snake_out, lrelu_out], dim=1)
+
+
+class CodecActivation(nn.Module):
+    """The activation named in the config: 'lrelu' (slope 0.01), 'elu', 'snake' or 'half_snake'."""
+
+    def __init__(self, activation: str, channels: int) -> None:
+        super().__init__()
+        name = activation.lower()
+        if name == "lrelu":
+            self.activation: nn.Module = nn.LeakyReLU()
+        elif name == "elu":
+            self.activation = nn.ELU()
+        elif name == "snake":
+            self.activation = Snake(channels)
+        elif name == "half_snake":
+            self.activation = HalfSnake(channels)
+        else:
+            raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(x)
+
+
+class OutputActivation(nn.Module):
+    """Keeps the waveform in [-1, 1]: 'clamp' (NanoCodec) or 'tanh'."""
+
+    def __init__(self, kind: str = "clamp") -> None:
+        super().__init__()
+        if kind not in ("clamp", "tanh"):
+            raise ValueError(f"unknown output activation {kind!r}; use 'clamp' or 'tanh'")
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, -1.0, 1.0) if self.kind == "clamp" else torch.tanh(x)

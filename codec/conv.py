@@ -1,0 +1,215 @@
+"""Weight-normed 1-D convolutions of the codec: non-causal 'same' convs, causal (streaming) convs, and
+transposed convs for upsampling. Layout everywhere: [B, C, T].
+
+    Conv1dNorm                 [B, C_in, T] -> [B, C_out, T / stride]   symmetric padding (pad_mode)
+    CausalConv1dNorm           [B, C_in, T] -> [B, C_out, T / stride]   left context only, streams
+    CausalConvTranspose1dNorm  [B, C_in, T] -> [B, C_out, T * stride]   overhang trimmed right, streams
+    ConvTranspose1dNorm        [B, C_in, T] -> [B, C_out, T * stride]   symmetric trim (non-causal ablation)
+
+Module and parameter names mirror NVIDIA NeMo's `audio_codec_modules.py` (each layer holds its torch conv as
+`.conv`, weight norm is `torch.nn.utils.parametrizations.weight_norm` with dim=0, so the state-dict keys are
+`<layer>.conv.parametrizations.weight.original0/1` and `<layer>.conv.bias`), so NanoCodec checkpoints load
+by name. NeMo masks every output by a per-utterance length; here every utterance of a batch has the full
+length (the codec pads to whole frames), so there is nothing to mask.
+
+Weight norm (Salimans & Kingma 2016) is used in training; `remove_weight_norm(model)` folds it into plain
+weights for inference (same outputs, fewer ops per streaming step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from codec.streaming import StreamingModule
+
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def get_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Symmetric 'same' padding of a stride-1 conv: (k - 1) * d / 2 on each side."""
+    return (kernel_size * dilation - dilation) // 2
+
+
+def get_down_sample_padding(kernel_size: int, stride: int) -> int:
+    """Symmetric padding of a strided conv with kernel 2 x stride: T -> T / stride for T a multiple of stride."""
+    return (kernel_size - stride + 1) // 2
+
+
+def weight_norm(module: nn.Module) -> nn.Module:
+    """Weight norm over dim 0 in parametrization form (NeMo's choice; dim 0 is C_in for transposed convs)."""
+    return nn.utils.parametrizations.weight_norm(module, name="weight", dim=0)
+
+
+def remove_weight_norm(module: nn.Module) -> int:
+    """Fold every weight-norm parametrization under `module` into a plain `weight`; returns how many."""
+    count = 0
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            count += 1
+    return count
+
+
+def has_weight_norm(module: nn.Module) -> bool:
+    return any(parametrize.is_parametrized(m, "weight") for m in module.modules())
+
+
+class Conv1dNorm(nn.Module):
+    """Non-causal conv with symmetric padding ('same' length at stride 1), padded by `pad_mode`.
+
+    Args:
+        padding: None = 'same' padding (k - 1) * d / 2; strided downsampling convs pass their own.
+        pad_mode: torch padding mode: zeros, reflect, replicate or circular.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        padding: int | None = None,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode {pad_mode!r} is not one of {PAD_MODES}")
+        if padding is None:
+            padding = get_padding(kernel_size, dilation)
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode=pad_mode)
+        self.conv = weight_norm(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+@dataclass
+class ConvState:
+    """Input samples a causal conv has seen but not yet used up: [B, C_in, (k - 1) * d + 1 - stride]."""
+
+    history: torch.Tensor
+
+
+class CausalConv1dNorm(StreamingModule[ConvState]):
+    """Causal conv: output t sees inputs <= t only. Streams by keeping its last input samples as state.
+
+    Offline, the history starts as zeros, which is exactly NeMo's left zero padding of
+    `padding_total = (k - 1) * d + 1 - stride` samples (NeMo's `pad_mode` never reaches those samples: its
+    causal pad is always constant zeros, and so is ours):
+
+        k = 3, d = 2, stride 1: history of (3 - 1) * 2 = 4 samples
+        input            h h h h | x0 x1 x2 x3 ...
+        y0 = w . (h-4, h-2, x0)  ^-----^-----^
+        y1 = w . (h-3, h-1, x1)     ^-----^-----^
+        after the chunk, the last 4 samples of [history | chunk] become the new history.
+
+    With stride s the layer emits floor((P + T - k_eff) / s) + 1 outputs and keeps what is left
+    (P = k_eff - s samples in steady state), so chunks that are multiples of s stream exactly; an offline
+    input whose length is a multiple of s gives T / s outputs (the codec always pads to whole frames).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv = weight_norm(
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding=0, dilation=dilation, groups=groups)
+        )
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.effective_kernel = (kernel_size - 1) * dilation + 1
+        self.padding_total = self.effective_kernel - stride
+        if self.padding_total < 0:
+            raise ValueError(f"CausalConv1dNorm: stride {stride} larger than the effective kernel")
+
+    def init_state(self, batch_size: int) -> ConvState:
+        like = self._param_like()
+        return ConvState(like.new_zeros(batch_size, self.in_channels, self.padding_total))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = self.get_state(x.shape[0])
+        x = torch.cat([state.history, x], dim=-1)  # (B, C_in, P + T)
+        num_out = max(0, (x.shape[-1] - self.effective_kernel) // self.stride + 1)
+        if num_out == 0:  # a streaming chunk too short for one output yet
+            self.set_state(ConvState(x))
+            return x.new_zeros(x.shape[0], self.out_channels, 0)
+        used = (num_out - 1) * self.stride + self.effective_kernel
+        y = self.conv(x[..., :used])  # (B, C_out, num_out)
+        self.set_state(ConvState(x[..., num_out * self.stride :]))
+        return y
+
+
+@dataclass
+class TransposeState:
+    """Overlap-add tail of a causal transposed conv, not yet emitted: [B, C_out, kernel - stride] (no bias)."""
+
+    tail: torch.Tensor
+
+
+class CausalConvTranspose1dNorm(StreamingModule[TransposeState]):
+    """Causal upsampling: a transposed conv (kernel 2 x stride by default) whose overhang is trimmed on the right.
+
+    Each input step t writes `kernel` output samples starting at t * stride; the first T * stride samples are
+    emitted, the rest (kernel - stride samples) is the tail that the next input steps overlap-add onto:
+
+        stride 2, kernel 4:   x0 -> a0 a1 a2 a3
+                              x1 ->       b0 b1 b2 b3
+        output (T = 2):       a0 a1 a2+b0 a3+b1 | b2 b3  <- tail: added to the next chunk's first 2 samples
+                                                           (offline, NeMo trims it away: same samples)
+
+    `groups` = C_out (NeMo's `n_groups_equal_to_out_channels`, from MiniCodec) makes each output channel
+    mix 2 input channels; groups = 1 is a dense transposed conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> None:
+        super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"CausalConvTranspose1dNorm: kernel {kernel_size} shorter than stride {stride}")
+        self.conv = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups))
+        self.out_channels, self.stride, self.groups = out_channels, stride, groups
+        self.trim = kernel_size - stride  # NeMo's padding_right (trim_right_ratio = 1), padding_left = 0
+
+    def init_state(self, batch_size: int) -> TransposeState:
+        like = self._param_like()
+        return TransposeState(like.new_zeros(batch_size, self.out_channels, self.trim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = self.get_state(x.shape[0])
+        n = x.shape[-1] * self.stride
+        if n == 0:
+            return x.new_zeros(x.shape[0], self.out_channels, 0)
+        # (B, C_out, T * stride + trim), bias added only to emitted samples so the tail carries none
+        y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride, groups=self.groups)
+        y = torch.cat([y[..., : self.trim] + state.tail, y[..., self.trim :]], dim=-1)
+        self.set_state(TransposeState(y[..., n:]))
+        out = y[..., :n]
+        if self.conv.bias is not None:
+            out = out + self.conv.bias[None, :, None]
+        return out
+
+
+class ConvTranspose1dNorm(nn.Module):
+    """Non-causal upsampling transposed conv, overhang trimmed symmetrically: [B, C_in, T] -> [B, C_out, T * s]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> None:
+        super().__init__()
+        output_padding = (kernel_size - stride) % 2
+        padding = (kernel_size - stride + 1) // 2
+        conv = nn.ConvTranspose1d(
+            in_channels, out_channels, kernel_size, stride, padding, output_padding=output_padding, groups=groups
+        )
+        self.conv = weight_norm(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
