@@ -1,0 +1,384 @@
+"""Train NanoCodec: a GAN on waveform crops, on HF accelerate (CPU, one GPU, DDP; DeepSpeed config in configs/).
+
+    python -m codec.train configs/codec/cpu_12.5fps.yaml data.manifest=runs/data/cpu/manifest.jsonl out_dir=runs/codec/x
+    torchrun --nproc_per_node 2 -m codec.train CONFIG ...        # DDP (gloo on CPU, NCCL on GPUs)
+    accelerate launch --multi_gpu -m codec.train CONFIG ...      # or through accelerate's launcher
+
+One step (`train_step`), after NanoCodec (Casanova et al. 2025) and NVIDIA's low-frame-rate codec recipe:
+    fake = G(real)                                           real, fake: [B, T] crops of ~1.1 s
+    every `disc_update_every`-th step:  D <- LSGAN loss on D(real), D(fake.detach())
+    G <- mel L1 + 20 x log-STFT L1 + LSGAN(D(fake)) + feature matching + 0.1 x (1 - cos(spk(real), spk(fake)))
+Adam (lr 2e-4, betas 0.8 / 0.99) for both; the learning rate decays by 0.998 once per epoch-equivalent (the steps
+that draw as much audio as the training split holds, unless optim.decay_every says otherwise), like the
+paper's per-epoch ExponentialLR. Gradients are clipped by norm. Every `val_every` steps the codec is scored on
+held-out (unseen-speaker) utterances: mel distance, STOI, PESQ (codec/metrics.py), with audio samples in
+tensorboard. Checkpoints every `ckpt_every` steps (codec/checkpointing.py); a run whose out_dir holds a
+checkpoint resumes from it automatically and continues exactly as if it had not stopped: data and randomness
+are functions of (seed, step). A non-finite loss stops the run before any weight update, naming the loss, and
+leaves the last good checkpoint in place. The final model is written last: out_dir/model.safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from codec.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from codec.configuration import ConfigError, config_to_dict, load_config, save_config
+from codec.dataset import CropDataset, DataConfig, read_audio_manifest, split_items, validation_set
+from codec.discriminators import Discriminator, DiscriminatorConfig
+from codec.losses import (
+    LossConfig,
+    ReconstructionLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    split_batch,
+)
+from codec.model import WEIGHTS_NAME, CodecConfig, NanoCodec
+from codec.speaker import SpeakerConsistencyLoss, build_speaker_encoder
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4  # generator and discriminator
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    lr_decay: float = 0.998  # multiplied in once per `decay_every` steps
+    decay_every: int = 0  # steps; 0 = one epoch-equivalent of the training split
+    grad_clip: float = 10.0  # max gradient norm, each network; 0 = no clipping
+
+
+@dataclass
+class TrainConfig:
+    """Everything `python -m codec.train` reads: the YAML file's sections + key=value overrides."""
+
+    model: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    out_dir: str = "runs/codec/run"
+    seed: int = 0
+    max_steps: int = 100_000
+    batch_size: int = 16  # per process
+    segment_seconds: float = 1.1  # crop length, rounded to whole codec frames
+    disc_update_every: int = 2  # the discriminator steps on every N-th step
+    gan_start_step: int = 0  # reconstruction losses only before this step (0 = GAN from the start, as the paper)
+    log_every: int = 10
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    val_audio_samples: int = 2  # reconstructions written to tensorboard at each validation
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    cpu: bool = False  # force CPU even when a GPU is present
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss: the run stopped before updating any weights with it."""
+
+
+def learning_rate(cfg: OptimConfig, step: int, decay_every: int) -> float:
+    """lr * lr_decay ** (number of completed decay periods): the paper's per-epoch ExponentialLR."""
+    return cfg.lr * cfg.lr_decay ** (step // max(1, decay_every))
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Make every random draw of this step a function of (seed, step, rank), so resuming is exact."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
+class Losses(nn.Module):
+    """The generator's non-adversarial losses (reconstruction, speaker) and their weights; nothing trainable."""
+
+    def __init__(self, cfg: LossConfig, sample_rate: int):
+        super().__init__()
+        self.cfg = cfg
+        self.reconstruction = ReconstructionLoss(cfg, sample_rate)
+        encoder = build_speaker_encoder(cfg.speaker_encoder) if cfg.speaker_weight > 0 else None
+        self.speaker = SpeakerConsistencyLoss(encoder, sample_rate) if encoder is not None else None
+
+
+def train_step(
+    step: int,
+    real: torch.Tensor,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    losses: Losses,
+    cfg: TrainConfig,
+    accelerator,
+) -> dict[str, float]:
+    """One GAN step on real [B, T]: discriminator (every `disc_update_every` steps), then generator.
+
+    Returns the step's losses as floats. Raises NonFiniteLossError before an optimizer step on a NaN/inf loss.
+    """
+    w = losses.cfg
+    gan = step >= cfg.gan_start_step
+    disc = accelerator.unwrap_model(discriminator)  # the generator step calls D outside DDP (D is not updated there)
+    logs: dict[str, float] = {}
+
+    fake = generator(real).audio  # [B, T]
+
+    # ---- discriminator: LSGAN on real vs detached fake, one pass over both halves of the batch ---------------
+    if gan and step % cfg.disc_update_every == 0:
+        disc.set_trainable(True)
+        with accelerator.autocast():
+            scores = discriminator(torch.cat([real, fake.detach()]))  # [2B, ...] per sub-discriminator
+        d_real, d_fake = split_batch(scores, real.shape[0])
+        loss_d = discriminator_loss(d_real, d_fake)
+        check_finite({"discriminator": loss_d}, step, accelerator)
+        opt_d.zero_grad(set_to_none=True)
+        accelerator.backward(loss_d)
+        logs["grad_norm/discriminator"] = clip_grad(discriminator, cfg.optim.grad_clip, accelerator)
+        opt_d.step()
+        logs["loss/discriminator"] = loss_d.item()
+
+    # ---- generator: reconstruction + adversarial + feature matching + speaker consistency --------------------
+    rec = losses.reconstruction(real, fake)
+    terms = {"mel": (w.mel_weight, rec.mel), "stft": (w.stft_weight, rec.stft)}
+    if gan:
+        disc.set_trainable(False)  # gradients flow through D into the generator only
+        with accelerator.autocast():
+            with torch.no_grad():
+                d_real = disc(real)
+            d_fake = disc(fake)
+        terms["gan"] = (w.gan_weight, generator_loss(d_fake))
+        terms["feature"] = (w.feature_weight, feature_matching_loss(d_real, d_fake))
+    if losses.speaker is not None:
+        terms["speaker"] = (w.speaker_weight, losses.speaker(real, fake))
+    check_finite({name: value for name, (_, value) in terms.items()}, step, accelerator)
+    loss_g = sum(weight * value for weight, value in terms.values())
+    opt_g.zero_grad(set_to_none=True)
+    accelerator.backward(loss_g)
+    logs["grad_norm/generator"] = clip_grad(generator, cfg.optim.grad_clip, accelerator)
+    opt_g.step()
+    logs["loss/generator"] = loss_g.item()
+    logs.update({f"loss/{name}": value.item() for name, (_, value) in terms.items()})
+    return logs
+
+
+def check_finite(named_losses: dict[str, torch.Tensor], step: int, accelerator) -> None:
+    """Raise NonFiniteLossError on every process when any process saw a NaN/inf loss."""
+    values = torch.stack([v.detach().float() for v in named_losses.values()])
+    bad = (~torch.isfinite(values)).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.any():
+        names = [n for n, b in zip(named_losses, bad.tolist(), strict=True) if b]
+        raise NonFiniteLossError(
+            f"step {step}: non-finite loss ({', '.join(names)} is NaN/inf); stopped before updating the weights. "
+            "The last good checkpoint is kept; lower optim.lr or optim.grad_clip and rerun to resume from it"
+        )
+
+
+def clip_grad(model: nn.Module, max_norm: float, accelerator) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return float(accelerator.clip_grad_norm_(params, max_norm))
+    return float(torch.norm(torch.stack([p.grad.detach().norm() for p in params])))
+
+
+@torch.no_grad()
+def validate(model: NanoCodec, utterances: list[np.ndarray]) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Encode -> decode each held-out utterance; mean mel distance / STOI / PESQ (NaN-aware) and the audio."""
+    from codec.metrics import MetricError, mel_distance, pesq_wb, stoi
+
+    was_training = model.training
+    model.eval()
+    scores, recons = defaultdict(list), []
+    for wav in utterances:
+        recon = model.decode(model.encode(torch.from_numpy(wav)[None].to(model.device)))[0, : len(wav)]
+        recon = recon.float().cpu().numpy()
+        recons.append(recon)
+        scores["mel_distance"].append(mel_distance(wav, recon, model.sample_rate))
+        for name, fn in (("stoi", stoi), ("pesq", pesq_wb)):
+            try:
+                scores[name].append(fn(wav, recon, model.sample_rate))
+            except MetricError:  # too short to score
+                scores[name].append(float("nan"))
+    model.train(was_training)
+    means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in scores.items()}
+    return means, recons
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training as configured; returns out_dir, which then holds model.safetensors."""
+    from accelerate import Accelerator
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    out_dir = Path(cfg.out_dir)
+    main = accelerator.is_main_process
+    say = tqdm.write if main else (lambda *_: None)
+    sr = cfg.model.sample_rate
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    items = read_audio_manifest(cfg.data.manifest)
+    train_items = split_items(items, cfg.data.train_split, cfg.data.min_duration)
+    hours = sum(it.duration for it in train_items) / 3600
+    val_items = split_items(items, cfg.data.val_split) or split_items(items, "test")
+    model_cfg_dict = config_to_dict(cfg.model)
+    hop = cfg.model.samples_per_frame
+    segment = max(1, round(cfg.segment_seconds * sr / hop)) * hop  # whole codec frames
+    world, rank = accelerator.num_processes, accelerator.process_index
+    crops = CropDataset(
+        train_items,
+        sr,
+        segment,
+        cfg.batch_size,
+        cfg.seed,
+        rank,
+        world,
+        hours <= cfg.data.cache_max_hours,
+        cfg.max_steps,
+    )
+    decay_every = cfg.optim.decay_every or max(1, round(hours * 3600 / (cfg.batch_size * world * segment / sr)))
+
+    # ---- models, losses, optimizers (weights from the latest checkpoint when resuming) -------------------------
+    torch.manual_seed(cfg.seed)
+    generator = NanoCodec(cfg.model)
+    discriminator = Discriminator(cfg.discriminator, sr)
+    losses = Losses(cfg.loss, sr).to(accelerator.device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    opt_d = torch.optim.Adam(
+        [p for p in discriminator.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
+    )
+    start_step, resumed = 0, latest_checkpoint(out_dir)
+    if resumed is not None:
+        ckpt = load_checkpoint(resumed)
+        if ckpt.model_config != model_cfg_dict:
+            raise ConfigError(
+                f"{resumed} was trained with a different model config; use another out_dir, or delete {out_dir} "
+                "to start over"
+            )
+        generator.load_weights(ckpt.generator, source=str(resumed))
+        discriminator.load_trainable_state_dict(ckpt.discriminator)
+        start_step = ckpt.step
+    generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
+    if resumed is not None:
+        opt_g.load_state_dict(ckpt.optimizer_generator)  # after prepare: the state lands on the parameters' device
+        opt_d.load_state_dict(ckpt.optimizer_discriminator)
+    unwrapped = accelerator.unwrap_model(generator)
+
+    if main:
+        save_config(cfg, out_dir / "train_config.yaml")
+        n_g = sum(p.numel() for p in unwrapped.parameters())
+        n_d = sum(p.numel() for p in discriminator.parameters() if p.requires_grad)
+        say(
+            f"codec.train: {len(train_items)} training utterances ({hours:.2f} h), {len(val_items)} held out; "
+            f"crops {segment} samples ({segment / sr:.2f} s) x {cfg.batch_size} x {world} process(es); "
+            f"G {n_g / 1e6:.1f} M, D {n_d / 1e6:.1f} M params; lr decay every {decay_every} steps; "
+            + (f"resuming {resumed.name}" if resumed is not None else "starting from scratch")
+        )
+    if start_step >= cfg.max_steps:
+        say(f"codec.train: {out_dir} already trained to step {start_step} >= max_steps={cfg.max_steps}")
+    if crops.cache is not None and cfg.data.num_workers == 0:
+        crops.preload(progress=main)
+    val_set = validation_set(val_items, sr, cfg.data.val_utterances, cfg.data.val_max_seconds) if main else []
+    loader = torch.utils.data.DataLoader(
+        crops, batch_size=None, sampler=range(start_step, cfg.max_steps), num_workers=cfg.data.num_workers
+    )
+    writer = SummaryWriter(str(out_dir / "logs")) if main else None
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    generator.train()
+    discriminator.train()
+    sums, count, t0 = defaultdict(float), 0, time.time()
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="codec", disable=not main, dynamic_ncols=True)
+    step, logged_real = start_step, False
+    for real in loader:
+        seed_step(cfg.seed, step, rank)
+        lr = learning_rate(cfg.optim, step, decay_every)
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        logs = train_step(
+            step, real.to(accelerator.device), generator, discriminator, opt_g, opt_d, losses, cfg, accelerator
+        )
+        step += 1
+        bar.update(1)
+        for k, v in logs.items():
+            sums[k] += v
+        count += 1
+        if main and (step % cfg.log_every == 0 or step == cfg.max_steps):
+            means = {k: v / count for k, v in sums.items()}
+            for k, v in means.items():
+                writer.add_scalar(k, v, step)
+            writer.add_scalar("lr", lr, step)
+            writer.add_scalar("steps_per_second", count / (time.time() - t0), step)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in means.items() if k.startswith("loss/")})
+            sums, count, t0 = defaultdict(float), 0, time.time()
+        if step % cfg.val_every == 0 or step == cfg.max_steps:
+            if main and val_set:
+                scores, recons = validate(unwrapped, val_set)
+                for k, v in scores.items():
+                    writer.add_scalar(f"val/{k}", v, step)
+                for i, recon in enumerate(recons[: cfg.val_audio_samples]):
+                    writer.add_audio(f"val/recon_{i}", recon[None], step, sample_rate=sr)
+                    if not logged_real:
+                        writer.add_audio(f"val/real_{i}", val_set[i][None], step, sample_rate=sr)
+                logged_real = True
+                say(f"step {step}: " + ", ".join(f"val {k} {v:.3f}" for k, v in scores.items()))
+            accelerator.wait_for_everyone()
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            if main:
+                save_checkpoint(
+                    out_dir,
+                    step,
+                    unwrapped,
+                    accelerator.unwrap_model(discriminator).trainable_state_dict(),
+                    opt_g,
+                    opt_d,
+                    model_cfg_dict,
+                    cfg.keep_checkpoints,
+                )
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # ---- the final model, written last (the Makefile's target) ---------------------------------------------------
+    if main:
+        unwrapped.save_pretrained(out_dir)
+        writer.close()
+        say(f"codec.train: done at step {max(step, start_step)}; model in {out_dir / WEIGHTS_NAME}")
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m codec.train",
+        description="Train NanoCodec (GAN) on a manifest's audio. Resumes automatically from out_dir/checkpoints.",
+        epilog="example: python -m codec.train configs/codec/cpu_12.5fps.yaml data.manifest=runs/data/cpu/"
+        "manifest.jsonl out_dir=runs/codec/cpu_12.5fps max_steps=2000 batch_size=8",
+    )
+    parser.add_argument("config", help="YAML file (configs/codec/*.yaml): model, data, optim, loss, discriminator, ...")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 max_steps=500")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"codec.train: {e}", file=sys.stderr)
+        return 2
+    try:
+        train(cfg)
+    except NonFiniteLossError as e:
+        print(f"codec.train: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
