@@ -7,7 +7,12 @@ CTC time steps, and a blank class with a fixed log-probability (`blank_logprob`,
 position belong to no text token. As RAD-TTS, the per-item loss is divided by the text length and averaged
 over the batch.
 
-    forward_sum_loss(attn_logprob [B, Q, P], text_lens [B], audio_lens [B]) -> scalar
+    forward_sum_loss(attn_logprob [B, Q, P], text_lens [B], audio_lens [B], audio_repeat=1) -> scalar
+
+Low frame rates: CTC needs at least one time step per text position, but at 12.5 frames/s espeak-ng IPA runs
+at ~1.5 symbols per frame (stress marks and spaces are symbols too). `audio_repeat = r` repeats every audio
+position r times before the CTC, so one audio frame may cover up to r consecutive text positions (with the
+same attention distribution for its r sub-steps); r = 1 is plain RAD-TTS.
 
 `attn_logprob[b, q, p]` is a log-probability (or any score; it is re-normalised with the blank) of audio
 position q attending to text position p. Positions past `audio_lens[b]` / `text_lens[b]` are ignored. An item
@@ -23,7 +28,11 @@ import torch.nn.functional as F
 
 
 def forward_sum_loss(
-    attn_logprob: torch.Tensor, text_lens: torch.Tensor, audio_lens: torch.Tensor, blank_logprob: float = -1.0
+    attn_logprob: torch.Tensor,
+    text_lens: torch.Tensor,
+    audio_lens: torch.Tensor,
+    blank_logprob: float = -1.0,
+    audio_repeat: int = 1,
 ) -> torch.Tensor:
     """CTC forward-sum alignment loss, masked by lengths. Returns a scalar (mean over items of loss / text_len).
 
@@ -32,6 +41,7 @@ def forward_sum_loss(
         text_lens: long [B], valid text positions per item (1..P).
         audio_lens: long [B], valid audio positions per item (1..Q).
         blank_logprob: the score of the CTC blank before re-normalisation.
+        audio_repeat: CTC time steps per audio position (>= 1), see the module doc.
     """
     if attn_logprob.dim() != 3:
         raise ValueError(f"forward_sum_loss: attn_logprob must be [B, Q, P], got {tuple(attn_logprob.shape)}")
@@ -46,7 +56,12 @@ def forward_sum_loss(
     if int(text_lens.max()) > num_text or int(audio_lens.max()) > num_audio:
         raise ValueError(f"forward_sum_loss: lengths exceed the attention map {tuple(attn_logprob.shape)}")
 
+    if audio_repeat < 1:
+        raise ValueError(f"forward_sum_loss: audio_repeat={audio_repeat} must be >= 1")
     scores = attn_logprob.float()
+    if audio_repeat > 1:
+        scores = scores.repeat_interleave(audio_repeat, dim=1)  # (B, Q*r, P)
+        audio_lens = audio_lens * audio_repeat
     text_valid = torch.arange(num_text, device=scores.device)[None, :] < text_lens[:, None]  # (B, P)
     scores = scores.masked_fill(~text_valid[:, None, :], -1e4)  # padded text can never be chosen
     scores = F.pad(scores, (1, 0), value=blank_logprob)  # (B, Q, 1 + P), class 0 = blank

@@ -103,6 +103,15 @@ def test_forward_sum_infeasible_item_is_zero_not_inf():
     assert torch.isfinite(loss) and loss.item() == 0.0
 
 
+def test_forward_sum_audio_repeat_lets_a_frame_cover_several_tokens():
+    scores = torch.randn(1, 3, 5)
+    assert forward_sum_loss(scores, torch.tensor([5]), torch.tensor([3])).item() == 0.0  # infeasible
+    repeated = forward_sum_loss(scores, torch.tensor([5]), torch.tensor([3]), audio_repeat=2)
+    assert torch.isfinite(repeated) and repeated.item() > 0
+    expected = _brute_force_ctc(scores[0].repeat_interleave(2, dim=0), -1.0)
+    assert repeated.item() == pytest.approx(expected, rel=1e-4)
+
+
 def test_forward_sum_decreases_and_learns_monotonic_alignment():
     torch.manual_seed(0)
     q, p = 24, 6
