@@ -158,6 +158,12 @@ class GroupFiniteScalarQuantizer(nn.Module):
         """Latents [B, K * D, F] -> indices [B, K, F] (long)."""
         return self(latents).indices
 
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """Dequantized codes [B, K * D, F] (values k / (L // 2)) -> indices [B, K, F] (long); inverse of decode."""
+        self._check_latents(codes)
+        groups = codes.chunk(self.num_groups, dim=1)  # K x (B, D, F)
+        return torch.stack([fsq.codes_to_indices(g) for fsq, g in zip(self.fsqs, groups, strict=True)], 1).long()
+
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices [B, K, F] -> dequantized codes [B, K * D, F] (float32, values in [-1, 1])."""
         if indices.dim() != 3 or indices.shape[1] != self.num_groups:
