@@ -260,8 +260,11 @@ def tokenize_corpus(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
-        state = PartialState(timeout=timedelta(hours=48))  # ranks may finish hours apart before the merge
+        # ranks may finish hours apart before the merge's barrier: a long timeout
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=48))
         rank, world = state.process_index, state.num_processes
+        if world != int(os.environ["WORLD_SIZE"]):
+            raise TokenizeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate set up {world} process(es)")
         device = device or str(state.device)
         if workers > 1:
             raise TokenizeError("--workers is for one process; under torchrun/accelerate each rank is a worker")

@@ -232,6 +232,18 @@ def test_two_workers_equal_one(corpus: dict, reference: dict, tmp_path: Path) ->
     _same_output(out, reference)
 
 
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(corpus: dict, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "tokens"
+    args = ["--codec", str(corpus["codec"]), "--manifest", str(corpus["manifest"]), "--out", str(out)]
+    args += ["--shard-size", "4", "--max-seconds", "6"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.run([*cmd, "-m", "data.tokenize_corpus", *args], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rank 1/2" not in run.stderr  # one progress bar (rank 0's)
+    _same_output(out, reference)
+
+
 def test_other_codec_is_refused(corpus: dict, reference: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     other = _tiny_codec(tmp_path / "other_codec", seed=1)
     with pytest.raises(TokenizeError, match="another codec.*new --out"):
