@@ -40,7 +40,7 @@ ifeq ($(CODEC_CONFIG_$(PROFILE)),)
 $(error unknown PROFILE=$(PROFILE); use quick, cpu or paper)
 endif
 
-.PHONY: help setup data codec codec-baseline tokenize lm app eval bench test lint clean-runs
+.PHONY: help setup data codec codec-baseline tokenize tokenize-baseline lm app eval bench test lint clean-runs
 
 help:
 	@sed -n '1,12p' Makefile
@@ -63,11 +63,15 @@ codec-baseline: $(BASE_DIR)/model.safetensors
 $(BASE_DIR)/model.safetensors: $(MANIFEST) $(BASE_CONFIG_$(PROFILE))
 	$(PY) -m codec.train $(BASE_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(BASE_DIR)
 
-# ---- stage 2: tokenize --------------------------------------------------------------------------------
+# ---- stage 2: tokenize (TOKENIZE_ARGS="--workers 2" for more CPU processes) ------------------------------
+TOKENIZE_ARGS ?=
 tokenize: $(TOKENS_DIR)/meta.json
 $(TOKENS_DIR)/meta.json: $(CODEC_DIR)/model.safetensors $(MANIFEST)
-	@$(PY) -c "import data.tokenize_corpus" 2>/dev/null || { echo "make tokenize: stage 2 is not built yet (see issues)"; exit 1; }
-	$(PY) -m data.tokenize_corpus --codec $(CODEC_DIR) --manifest $(MANIFEST) --out $(TOKENS_DIR)
+	$(PY) -m data.tokenize_corpus --codec $(CODEC_DIR) --manifest $(MANIFEST) --out $(TOKENS_DIR) $(TOKENIZE_ARGS)
+
+tokenize-baseline: $(BTOKENS_DIR)/meta.json
+$(BTOKENS_DIR)/meta.json: $(BASE_DIR)/model.safetensors $(MANIFEST)
+	$(PY) -m data.tokenize_corpus --codec $(BASE_DIR) --manifest $(MANIFEST) --out $(BTOKENS_DIR) $(TOKENIZE_ARGS)
 
 # ---- stage 3: LM --------------------------------------------------------------------------------------
 lm: $(LM_DIR)/model.safetensors

@@ -148,7 +148,8 @@ def _claim_out(out: Path, src: CodecSource) -> None:
             if theirs != src.hash:
                 raise TokenizeError(
                     f"{out} holds tokens of another codec (hash {str(theirs)[:12]}, this one {src.hash[:12]}); "
-                    "codes of two codecs are never mixed: choose a new --out (e.g. runs/tokens/<codec-name>)"
+                    f"codes of two codecs are never mixed: choose a new --out (e.g. runs/tokens/<codec-name>) "
+                    f"or delete {out}"
                 )
     if out.is_dir() and any(out.iterdir()) and not (out / CODEC_NAME).is_file():
         raise TokenizeError(f"{out} exists and is not a token dataset folder; choose a new or empty --out")
@@ -285,6 +286,8 @@ def tokenize_corpus(
     meta_path = out / META_NAME
     if meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")).get("plan") == fingerprint:
         log.info("%s is up to date (%d utterances in %d shards)", out, len(utts), len(plan))
+        if rank == 0:
+            os.utime(meta_path)  # newer than its inputs again, for make
         return json.loads(meta_path.read_text(encoding="utf-8")) if rank == 0 else None
 
     shards_dir = out / SHARDS_DIR
