@@ -9,12 +9,14 @@ folder exists and re-encodes one whose inputs changed. A shard folder is a `data
 (`save_to_disk`) plus `skipped.json`, written to a temporary name and renamed, so it exists whole or not at
 all. Rows keep manifest order, whatever the batching.
 
-Batching. The encoder is non-causal, and its convolutions pad at the end of the signal (replicate padding),
-so zero-padding an utterance to a longer batch changes the codes of its last frames (measured: see
-`tests/test_tokenize.py::test_padding_changes_codes`). Utterances are therefore bucketed by their exact
-frame count F: within a batch every waveform is padded with zeros to the same F * samples_per_frame that
-`codec.encode` pads it to when encoding it alone, so batched codes equal codes encoded one at a time.
-Sorting by length and packing up to `batch_seconds` of audio per batch keeps padding waste at zero.
+Batching. The encoder is non-causal and its convolutions pad at the end of the signal (replicate padding),
+so zero-padding an utterance to a longer batch changes its last frames: measured on a clip that ends
+mid-speech, two frames of padding changed the codes of its last 3-4 frames (23 of 23 cuts). Utterances are
+therefore bucketed by their exact frame count F: every waveform of a batch is zero-padded to the same
+F * samples_per_frame that `codec.encode` pads it to when encoding it alone, so batched codes equal codes
+encoded one at a time (tests/test_tokenize.py checks this on clips cut mid-speech; batched float sums may
+differ in the last bit, which could flip a code sitting exactly on an FSQ rounding boundary). Sorting by
+length and packing up to `batch_seconds` of audio per batch wastes nothing on padding.
 
 Bad utterances never stop a run: each is skipped with one of `SKIP_REASONS`, one log line naming the
 file, and a record in the shard's `skipped.json`.
@@ -211,7 +213,8 @@ def encode_same_length(codec: torch.nn.Module, wavs: list[np.ndarray], frames: i
     device = next(codec.parameters()).device
     batch = torch.zeros(len(wavs), frames * spf)  # [B, T]
     for i, wav in enumerate(wavs):
-        assert math.ceil(len(wav) / spf) == frames, "waveforms of one call must have the same frame count"
+        if math.ceil(len(wav) / spf) != frames:
+            raise ValueError(f"a waveform of {len(wav)} samples is not {frames} frames of {spf} samples")
         batch[i, : len(wav)] = torch.from_numpy(wav)
     codes = codec.encode(batch.to(device))  # [B, K, F]
     if codes.shape[-1] != frames:

@@ -29,9 +29,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import queue
 import sys
 import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -220,18 +220,28 @@ def _run_pool(
     shards_dir: Path,
     bar: _Progress,
 ) -> None:
-    """Encode `pending` on a local pool of `workers` single-thread CPU processes (shards handed out in order)."""
+    """Encode `pending` on a local pool of `workers` single-thread CPU processes (shards handed out in order).
+
+    The first failure cancels the shards not yet started and is re-raised; a worker that dies (killed, out
+    of memory) raises BrokenProcessPool instead of hanging the run.
+    """
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(src, vocab, settings, shards_dir, q)) as pool:
-        result = pool.map_async(_worker_encode, pending, chunksize=1)
-        while True:
-            try:
-                bar(q.get(timeout=0.2))
-            except queue.Empty:
-                if result.ready():
-                    break
-        result.get()  # re-raises a worker's exception
+    init = (src, vocab, settings, shards_dir, q)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
+        futures = [pool.submit(_worker_encode, shard) for shard in pending]
+        running = set(futures)
+        while running:
+            while not q.empty():
+                bar(q.get())
+            done, running = wait(running, timeout=0.2, return_when=FIRST_EXCEPTION)
+            if any(f.exception() for f in done):
+                for f in running:
+                    f.cancel()
+                break
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception():
+                raise f.exception()
     while not q.empty():
         bar(q.get())
 
