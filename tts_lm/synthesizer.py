@@ -1,0 +1,409 @@
+"""Streaming zero-shot TTS: text + a few seconds of a voice -> that voice speaking the text, chunk by chunk.
+
+    tts = Synthesizer.from_pretrained(lm="runs/tts_lm/cpu_12.5fps", codec="runs/codec/cpu_12.5fps")
+    stream = tts.stream(text, prompt_wav, prompt_sr, seed=0, cfg_scale=2.5, temperature=0.6, top_k=80)
+    for chunk in stream:            # float32 numpy [chunk_frames * samples_per_frame] at tts.sample_rate
+        play(chunk)                 # (the last chunk may be shorter)
+    stream.stats.ttfa_s, stream.stats.rtf                # time to first audio, real-time factor of this request
+    wav = tts.synthesize(text, prompt_wav, prompt_sr, seed=0)   # float32 [T], the joined chunks
+
+One request:
+    text -> split_sentences -> G2P (normalise + espeak-ng IPA) -> PhonemeVocab ids, one piece per sentence
+         (a sentence too long for the LM's context is cut further at clause punctuation / word boundaries)
+    prompt wav -> resample, trim silence, first max_prompt_seconds (prompt.py) -> codec.encode -> long [K, P]
+    for each piece:  lm.stream(ids, prompt codes) -> frames long [1, K, 1]
+                     -> codec.decode inside ONE `codec.streaming(1)` block -> float [chunk_frames * hop]
+Codec decoding is causal with no lookahead, so the joined chunks equal `codec.decode(lm.generate(...))` of the
+same frames (tests/test_synthesizer.py); one torch.Generator seeded with `seed` drives the sampling of every
+piece, so a request is reproducible.
+
+Long-form: every sentence is generated with the same speaker prompt (same voice), and the decoder's streaming
+state is KEPT across sentence boundaries: the sentences' frames (with `sentence_pause_s` of the codec's own
+silence frames between them) form one continuous code sequence for the causal decoder, so there is no restart
+transient and no discontinuity to crossfade: no click.
+
+Concurrency: the weights are shared and read-only; every request decodes with its own shallow copy of the codec
+(`_request_codec`: new module objects sharing the parameter tensors), so each request has its own streaming
+state, and the LM's KV cache is per call. Per-request numbers live in the request's `SynthesisStats`; the
+Synthesizer itself holds no mutable request state.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignment import G2P, PhonemeVocab, TextError, split_sentences
+from codec import NanoCodec
+from tts_lm.generate import GenerationError, check_inputs
+from tts_lm.model import KoelLM
+from tts_lm.prompt import PromptClip, PromptError, prepare_prompt
+
+VOCAB_NAME = "phonemes.json"  # a PhonemeVocab saved beside the LM weights (else PhonemeVocab.default())
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class SynthesisError(ValueError):
+    """A request that cannot be synthesised (empty or over-long text, mismatched models); says what to do."""
+
+
+@dataclass
+class TextPiece:
+    """One piece of the text (a sentence or a part of one): its text, IPA phonemes and vocabulary ids."""
+
+    text: str
+    phonemes: str
+    ids: list[int]
+
+
+@dataclass
+class SynthesisStats:
+    """Numbers of one request. Times are compute seconds spent producing audio (not time the consumer took).
+
+    Attributes:
+        ttfa_s: time to first audio: text + prompt preparation + generating and decoding the first chunk.
+        compute_s: all compute of the request so far; rtf = compute_s / audio_seconds.
+        pieces: sentences (pieces) synthesised; stop_reasons: the LM's reason per piece ("eos", ...).
+    """
+
+    sample_rate: int
+    frame_rate: float
+    prompt_seconds: float = 0.0
+    pieces: int = 0
+    frames: int = 0
+    chunks: int = 0
+    samples: int = 0
+    ttfa_s: float | None = None
+    compute_s: float = 0.0
+    stop_reasons: list[str] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: compute seconds per second of audio (< 1 is faster than real time)."""
+        return self.compute_s / self.audio_seconds if self.samples else float("inf")
+
+    def summary(self) -> str:
+        ttfa = "n/a" if self.ttfa_s is None else f"{self.ttfa_s:.3f} s"
+        return (
+            f"time to first audio {ttfa}, RTF {self.rtf:.3f} ({self.compute_s:.2f} s for {self.audio_seconds:.2f} s "
+            f"of audio, {self.frames} frames at {self.frame_rate:g} FPS, {self.pieces} sentence(s))"
+        )
+
+
+class SynthesisStream(Iterator[np.ndarray]):
+    """The chunks of one request (an iterator) and its live `stats`. `close()` stops generation early."""
+
+    def __init__(self, chunks: Iterator[np.ndarray], stats: SynthesisStats, started: float) -> None:
+        self.stats = stats
+        self._chunks = chunks
+        self.stats.compute_s = time.perf_counter() - started  # preparation so far
+
+    def __iter__(self) -> SynthesisStream:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self.stats.compute_s += time.perf_counter() - start
+            self.stats.finished = True
+            raise
+        self.stats.compute_s += time.perf_counter() - start
+        self.stats.chunks += 1
+        self.stats.samples += chunk.size
+        if self.stats.ttfa_s is None:
+            self.stats.ttfa_s = self.stats.compute_s
+        return chunk
+
+    def read_all(self) -> np.ndarray:
+        """The remaining chunks joined: float32 [T] (empty when the model produced no frame)."""
+        chunks = list(self)
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class Synthesizer:
+    """A KoelLM + the NanoCodec its tokens came from + the text front end. See the module docstring.
+
+    Args:
+        lm, codec: loaded models (the codec's codebooks and frame rate must be the LM's).
+        vocab: the LM's PhonemeVocab (default: PhonemeVocab.default()).
+        language: espeak-ng language of the text; g2p: a shared G2P (default: a new one for `language`).
+        max_text_chars: longer texts are refused (SynthesisError) rather than tying up the machine.
+        sentence_pause_s: codec silence inserted between sentences of a long text (0 = none).
+    """
+
+    def __init__(
+        self,
+        lm: KoelLM,
+        codec: NanoCodec,
+        vocab: PhonemeVocab | None = None,
+        language: str = "en-us",
+        g2p: G2P | None = None,
+        max_text_chars: int = 5000,
+        sentence_pause_s: float = 0.2,
+    ) -> None:
+        self.lm = lm.eval()
+        self.codec = codec.eval()
+        self.vocab = vocab if vocab is not None else PhonemeVocab.default()
+        self.g2p = g2p if g2p is not None else G2P(language)
+        self.max_text_chars = max_text_chars
+        self._check_models()
+        pause_frames = round(sentence_pause_s * codec.frame_rate)
+        silence = torch.zeros(1, (pause_frames + 2) * codec.samples_per_frame)
+        self.pause_codes = codec.encode(silence)[:, :, 1 : 1 + pause_frames].cpu()  # (1, K, pause) codec silence
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, lm: str | Path | KoelLM, codec: str | Path | NanoCodec, device: str = "cpu", **kwargs: Any
+    ) -> Synthesizer:
+        """Load the LM (directory or hub id) and the codec (directory, hub id, or an NVIDIA `.nemo` file).
+
+        The LM directory's `phonemes.json` (when present) is its phoneme vocabulary. `kwargs` go to __init__.
+        """
+        vocab = kwargs.pop("vocab", None)
+        if not isinstance(lm, KoelLM):
+            lm_dir = _resolve_lm_dir(lm)
+            if vocab is None and (lm_dir / VOCAB_NAME).is_file():
+                vocab = PhonemeVocab.load(lm_dir / VOCAB_NAME)
+            lm = KoelLM.from_pretrained(lm_dir, device=device)
+        if not isinstance(codec, NanoCodec):
+            codec = load_codec(codec, device)
+        return cls(lm, codec.to(device), vocab=vocab, **kwargs)
+
+    def _check_models(self) -> None:
+        c, codec = self.lm.config, self.codec
+        problems = []
+        if c.num_codebooks != codec.num_codebooks or c.codebook_size != codec.codebook_size:
+            problems.append(
+                f"the LM predicts {c.num_codebooks} codebooks of {c.codebook_size} codes, the codec has "
+                f"{codec.num_codebooks} of {codec.codebook_size}"
+            )
+        if abs(c.codec.frame_rate - codec.frame_rate) > 1e-3 or c.codec.sample_rate != codec.sample_rate:
+            problems.append(
+                f"the LM was trained on {c.codec.frame_rate:g} FPS / {c.codec.sample_rate} Hz tokens, the codec "
+                f"runs at {codec.frame_rate:g} FPS / {codec.sample_rate} Hz"
+            )
+        if len(self.vocab) > c.phoneme_vocab_size:
+            problems.append(f"the phoneme vocabulary has {len(self.vocab)} ids, the LM only {c.phoneme_vocab_size}")
+        if problems:
+            where = f" (the LM's tokens came from {c.codec.codec_dir})" if c.codec.codec_dir else ""
+            raise SynthesisError(
+                "the LM and the codec do not belong together: " + "; ".join(problems) + where + "; load the codec "
+                "the LM was trained with"
+            )
+
+    # ---- geometry -------------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.codec.frame_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.codec.samples_per_frame
+
+    # ---- inputs ---------------------------------------------------------------------------------------------
+    def prepare_prompt(self, wav: np.ndarray, sample_rate: int) -> PromptClip:
+        """User audio -> trimmed, capped clip at the codec's rate (PromptError when unusable)."""
+        c = self.lm.config
+        return prepare_prompt(wav, sample_rate, self.sample_rate, c.min_prompt_seconds, c.max_prompt_seconds)
+
+    def encode_prompt(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """User audio -> speaker-prompt codes long [K, P] (what `stream` conditions on)."""
+        clip = self.prepare_prompt(wav, sample_rate)
+        return self.codec.encode(torch.from_numpy(clip.wav)[None])[0].cpu()  # (K, P)
+
+    def check_text(self, text: str) -> None:
+        """Refuse empty and over-long text (SynthesisError) before any work is done."""
+        if not isinstance(text, str) or not text.strip():
+            raise SynthesisError("the text is empty: type what the voice should say")
+        if len(text) > self.max_text_chars:
+            raise SynthesisError(
+                f"the text is too long: {len(text)} characters, the limit is {self.max_text_chars}; shorten it or "
+                "split it into several requests"
+            )
+
+    def text_pieces(self, text: str, prompt_codes: torch.Tensor | None = None) -> list[TextPiece]:
+        """Text -> one TextPiece per sentence, each short enough for the LM with `prompt_codes` [K, P].
+
+        Raises SynthesisError (empty, too long) or TextError (nothing speakable, an unknown phoneme).
+        """
+        self.check_text(text)
+        pieces: list[TextPiece] = []
+        first_error: TextError | None = None
+        for sentence in split_sentences(text):
+            try:
+                pieces.extend(self._fit(sentence, prompt_codes))
+            except TextError as e:  # an unspeakable fragment ("--") in a longer text is left out
+                first_error = first_error or e
+        if not pieces:
+            raise first_error or SynthesisError("the text is empty: type what the voice should say")
+        return pieces
+
+    def _piece(self, text: str) -> TextPiece:
+        phonemes = self.g2p(text)
+        return TextPiece(text, phonemes, self.vocab.encode(phonemes))
+
+    def _fit(self, sentence: str, prompt_codes: torch.Tensor | None) -> list[TextPiece]:
+        """A sentence -> pieces that fit the LM's context (halving at clause/word boundaries as needed)."""
+        piece = self._piece(sentence)
+        if prompt_codes is None:
+            return [piece]
+        try:
+            check_inputs(self.lm, piece.ids, prompt_codes)
+            return [piece]
+        except GenerationError:
+            halves = split_sentences(sentence, max_chars=max(1, len(sentence) // 2))
+            if len(halves) < 2:
+                raise
+            return [p for half in halves for p in self._fit(half, prompt_codes)]
+
+    def _request_codec(self) -> NanoCodec:
+        """A copy of the codec for one request: own module objects (own streaming state), shared weights."""
+        shared = {id(t): t for t in itertools.chain(self.codec.parameters(), self.codec.buffers())}
+        return copy.deepcopy(self.codec, memo=shared)
+
+    # ---- synthesis ------------------------------------------------------------------------------------------
+    def stream(
+        self,
+        text: str,
+        prompt_wav: np.ndarray,
+        prompt_sr: int,
+        seed: int = 0,
+        cfg_scale: float = 2.5,
+        temperature: float = 0.6,
+        top_k: int = 80,
+        chunk_frames: int = 1,
+        **generate_options: Any,
+    ) -> SynthesisStream:
+        """Start one request; iterate the result for float32 chunks of `chunk_frames` frames at `sample_rate`.
+
+        Text and prompt are checked here, before the first chunk (SynthesisError, TextError, PromptError);
+        `generate_options` go to `lm.stream` (top_p, monotonic_prior, max_frames, ...).
+        """
+        started = time.perf_counter()
+        if not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise SynthesisError(f"chunk_frames must be a positive number of frames, got {chunk_frames!r}")
+        self.check_text(text)
+        clip = self.prepare_prompt(prompt_wav, prompt_sr)
+        prompt_codes = self.codec.encode(torch.from_numpy(clip.wav)[None])[0]  # (K, P)
+        pieces = self.text_pieces(text, prompt_codes)
+        stats = SynthesisStats(self.sample_rate, self.frame_rate, prompt_seconds=clip.seconds)
+        options = dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, **generate_options)
+        chunks = self._chunks(pieces, prompt_codes, seed, chunk_frames, options, stats)
+        return SynthesisStream(chunks, stats, started)
+
+    def synthesize(self, text: str, prompt_wav: np.ndarray, prompt_sr: int, **options: Any) -> np.ndarray:
+        """The whole utterance: float32 [T] at `sample_rate`, equal to the joined chunks of `stream`."""
+        return self.stream(text, prompt_wav, prompt_sr, **options).read_all()
+
+    def _chunks(
+        self,
+        pieces: list[TextPiece],
+        prompt_codes: torch.Tensor,
+        seed: int,
+        chunk_frames: int,
+        options: dict[str, Any],
+        stats: SynthesisStats,
+    ) -> Iterator[np.ndarray]:
+        codec = self._request_codec()
+        generator = torch.Generator(device=self.lm.device).manual_seed(int(seed))
+        pending: list[torch.Tensor] = []  # frames [1, K, n] not decoded yet
+
+        def decode(frames: list[torch.Tensor]) -> np.ndarray:
+            audio = codec.decode(torch.cat(frames, dim=2))  # (1, n * hop)
+            return audio[0].float().cpu().numpy()
+
+        with codec.streaming(1):
+            for index, piece in enumerate(pieces):
+                frames = self._frames(piece, prompt_codes, generator, options, stats)
+                if index > 0 and self.pause_codes.shape[2]:
+                    frames = itertools.chain(self.pause_codes.to(self.lm.device).split(1, dim=2), frames)
+                for frame in frames:  # (1, K, 1)
+                    pending.append(frame)
+                    stats.frames += 1
+                    if len(pending) == chunk_frames:
+                        yield decode(pending)
+                        pending = []
+            if pending:
+                yield decode(pending)
+
+    def _frames(
+        self,
+        piece: TextPiece,
+        prompt_codes: torch.Tensor,
+        generator: torch.Generator,
+        options: dict[str, Any],
+        stats: SynthesisStats,
+    ) -> Iterator[torch.Tensor]:
+        reasons: list[str] = []
+        yield from self.lm.stream(piece.ids, prompt_codes, generator=generator, stop_reasons=reasons, **options)
+        stats.pieces += 1
+        stats.stop_reasons.extend(reasons)
+
+
+# ---- model loading --------------------------------------------------------------------------------------------
+def _resolve_lm_dir(name: str | Path) -> Path:
+    """An LM directory as is; a hub id fetched (config, weights, phoneme vocabulary) with huggingface_hub."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    if path.exists() or not _HUB_ID.match(str(name)):
+        raise SynthesisError(f"{name}: no such LM directory (it holds config.json + model.safetensors; `make lm`)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name), allow_patterns=["config.json", "model.safetensors", VOCAB_NAME]))
+    except Exception as e:
+        raise SynthesisError(
+            f"{name}: not a local LM directory, and fetching it as a Hugging Face hub id failed "
+            f"({type(e).__name__}); check the path, or go online"
+        ) from e
+
+
+def load_codec(name: str | Path, device: str = "cpu") -> NanoCodec:
+    """A codec directory / hub id (NanoCodec.from_pretrained, weight norm folded) or an NVIDIA `.nemo` file."""
+    if str(name).endswith(".nemo"):
+        from_nemo = getattr(NanoCodec, "from_nemo", None)
+        if from_nemo is None:
+            raise SynthesisError(
+                f"{name}: this build of the codec cannot read NVIDIA .nemo checkpoints yet (NanoCodec.from_nemo "
+                "is missing); pass a codec directory (config.json + model.safetensors) instead"
+            )
+        return from_nemo(str(name)).to(device).eval()
+    return NanoCodec.from_pretrained(name, device=device, fold_weight_norm=True)
+
+
+__all__ = [
+    "PromptError",
+    "SynthesisError",
+    "SynthesisStats",
+    "SynthesisStream",
+    "Synthesizer",
+    "TextPiece",
+    "load_codec",
+]
