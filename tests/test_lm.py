@@ -3,14 +3,25 @@ training resume == uninterrupted, input errors. Tiny models, CPU, seconds each."
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from tts_lm import AlignmentConfig, KoelLM, LMBatch, LMConfig
+from alignment.vocab import PhonemeVocab
+from codec.configuration import load_config
+from tts_lm import AlignmentConfig, GenerationError, KoelLM, LMBatch, LMConfig
+from tts_lm.dataset import PromptedUtterances, read_tokens
 from tts_lm.generate import cfg_combine, sample_tokens, stream_frames
 from tts_lm.sequence import stack_frames, unstack_frames
+from tts_lm.train import TrainConfig, main, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,3 +203,190 @@ def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
         equal = (codes[:, :frames] == targets[b][:, :frames]).sum().item()
         assert equal / targets[b].numel() >= 0.95 and codes.shape[1] == targets[b].shape[1]
         assert gen.alignment[0, -1] >= len(phonemes[b]), "the tracked alignment should reach the last phoneme"
+
+
+# ---- generation API ---------------------------------------------------------------------------------------
+def test_stream_equals_generate_for_the_same_seed_and_batches_match_single_rows():
+    torch.manual_seed(0)
+    model = KoelLM(tiny_config(cfg_dropout=0.1)).eval()
+    prompts = prompts_for(model.config)
+    opts = dict(cfg_scale=2.5, temperature=0.8, top_k=8, max_frames=12)
+    codes = model.generate(PHONEMES, prompts, seed=11, **opts)
+    streamed = list(model.stream(PHONEMES, prompts, seed=11, **opts))
+    assert all(f.shape == (2, 2, 1) for f in streamed)
+    assert torch.equal(torch.cat(streamed, dim=2), codes)
+    assert torch.equal(model.generate(PHONEMES, prompts, seed=11, **opts), codes), "fixed seed must reproduce"
+    assert not torch.equal(model.generate(PHONEMES, prompts, seed=12, **opts), codes)
+
+    greedy = dict(cfg_scale=2.5, temperature=0.0, max_frames=10, min_frames=10)
+    together = model.generate(PHONEMES, prompts, **greedy)
+    for b in range(2):  # left padding + per-row positions: a row generates what it generates alone
+        alone = model.generate(PHONEMES[b], prompts[b], **greedy)
+        assert torch.equal(together[b : b + 1], alone)
+
+
+def test_generation_input_errors_are_clear():
+    model = KoelLM(tiny_config()).eval()
+    prompt = prompts_for(model.config)[1]
+    with pytest.raises(GenerationError, match="phoneme input 0 is empty"):
+        model.generate([], prompt)
+    with pytest.raises(GenerationError, match="phoneme input 1 is empty"):
+        model.generate([[5, 6], []], [prompt, prompt])
+    with pytest.raises(GenerationError, match="too long for the model"):
+        model.generate(list(range(3, 20)) * 6, prompt)
+    with pytest.raises(GenerationError, match="prompt 0 is too short: 2 frames"):
+        model.generate([5, 6], prompt[:, :2])
+    with pytest.raises(GenerationError, match="3 codebooks; this LM was trained on 2"):
+        model.generate([5, 6], torch.zeros(3, 8, dtype=torch.long))
+    with pytest.raises(GenerationError, match="ids outside"):
+        model.generate([1, 5], prompt)
+    with pytest.raises(GenerationError, match="too short"):
+        next(model.stream([5, 6], prompt[:, :1]))
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(frames_per_step=2, local_transformer_layers=1, local_transformer_dim=16)
+    cfg.codec.codec_dir, cfg.codec.codec_hash, cfg.codec.frame_rate = "runs/codec/x", "abc123", 21.5
+    model = KoelLM(cfg).eval()
+    model.save_pretrained(tmp_path / "lm")
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["config.json", "model.safetensors"]
+    saved = json.loads((tmp_path / "lm" / "config.json").read_text())
+    assert saved["codec"] == {"codec_dir": "runs/codec/x", "codec_hash": "abc123", "sample_rate": 22050,
+                              "frame_rate": 21.5, "samples_per_frame": 1764}  # fmt: skip
+    loaded = KoelLM.from_pretrained(tmp_path / "lm")
+    assert loaded.config == model.config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    prompts = prompts_for(cfg)
+    opts = dict(cfg_scale=1.0, temperature=0.9, seed=3, max_frames=8)
+    assert torch.equal(model.generate(PHONEMES, prompts, **opts), loaded.generate(PHONEMES, prompts, **opts))
+    with pytest.raises(FileNotFoundError, match="not a KoelLM checkpoint"):
+        KoelLM.from_pretrained(tmp_path / "nothing")
+
+
+# ---- token set, training, resume -------------------------------------------------------------------------
+def make_token_set(path: Path, num_codebooks: int = 2, codebook_size: int = 32, frame_rate: float = 12.5) -> Path:
+    """A tiny token set per CONTRACTS.md: 2 train speakers x 3 utterances, 1 validation speaker x 2."""
+    vocab = PhonemeVocab.default()
+    g = torch.Generator().manual_seed(0)
+    rows = {k: [] for k in ("id", "speaker", "text", "phoneme_ids", "codes", "num_frames", "duration", "split")}
+    speakers: dict[str, dict[str, list[str]]] = {"train": {}, "validation": {}}
+    for spk, split, count in (("s0", "train", 3), ("s1", "train", 3), ("v0", "validation", 2)):
+        for k in range(count):
+            uid = f"{spk}_{k}"
+            frames = int(torch.randint(14, 30, (1,), generator=g))
+            phonemes = vocab.encode("həlˈoʊ wˈɜːld"[: 6 + k])
+            rows["id"].append(uid)
+            rows["speaker"].append(spk)
+            rows["text"].append("hello world")
+            rows["phoneme_ids"].append(phonemes)
+            rows["codes"].append(torch.randint(0, codebook_size, (num_codebooks, frames), generator=g).tolist())
+            rows["num_frames"].append(frames)
+            rows["duration"].append(frames / frame_rate)
+            rows["split"].append(split)
+            speakers[split].setdefault(spk, []).append(uid)
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "speaker": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "phoneme_ids": datasets.List(datasets.Value("int32")),
+            "codes": datasets.List(datasets.List(datasets.Value("int16"))),
+            "num_frames": datasets.Value("int32"),
+            "duration": datasets.Value("float32"),
+            "split": datasets.Value("string"),
+        }
+    )
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(path))
+    meta = {
+        "codec_dir": "runs/codec/test", "codec_hash": "feedbeef", "sample_rate": 22050, "frame_rate": frame_rate,
+        "samples_per_frame": 1764, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
+        "phoneme_vocab": vocab.to_dict(), "speakers": speakers, "prompts": {"v0_0": "v0_1", "v0_1": "v0_0"},
+    }  # fmt: skip
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+TRAIN_OVERRIDES = [
+    "model.d_model=32", "model.num_layers=2", "model.num_heads=4", "model.ffn_dim=64", "model.max_seq_len=160",
+    "model.alignment.layers=[1]", "model.alignment.heads=1", "model.alignment.prior_anneal_start=2",
+    "model.alignment.prior_anneal_end=4", "model.min_prompt_seconds=0.5", "model.cfg_dropout=0.3",
+    "data.max_tokens=300", "data.prompt_min_seconds=0.5", "data.prompt_max_seconds=1.0", "optim.warmup_steps=2",
+    "log_every=1", "val_every=3", "val_batches=2", "val_samples=1", "ckpt_every=3", "num_threads=0",
+]  # fmt: skip
+
+
+def test_dataset_prompts_come_from_another_utterance_and_batches_are_deterministic(tmp_path):
+    ds, meta = read_tokens(make_token_set(tmp_path / "tokens"))
+    cfg = load_config(TrainConfig, REPO / "configs/lm/quick.yaml", TRAIN_OVERRIDES)
+    model_cfg = cfg.model.with_tokens(meta)
+    sizes = (model_cfg.num_codebooks, model_cfg.codebook_size, model_cfg.phoneme_vocab_size)
+    assert sizes == (2, 32, len(PhonemeVocab.default()))
+    data = PromptedUtterances(ds, meta, "train", model_cfg, cfg.data, seed=0)
+    assert len(data) == 6
+    batches = data.batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(6)) and batches == data.batches(0)
+    assert all(len(b) * max(data.length(i) for i in b) <= cfg.data.max_tokens for b in batches)
+    for i in range(6):
+        prompt = data.prompt(i, np.random.default_rng(i))
+        assert 6 <= prompt.shape[1] <= 13  # 0.5-1.0 s at 12.5 FPS
+        assert all(data.speakers[j] == data.speakers[i] and j != i for j in data.prompt_pool[i])
+        crops = [data.codes[j][:, s : s + prompt.shape[1]] for j in data.prompt_pool[i] for s in range(30)]
+        assert any(c.shape == prompt.shape and (c == prompt).all() for c in crops), "a crop of another utterance"
+    val = PromptedUtterances(ds, meta, "validation", model_cfg, cfg.data, train=False)
+    assert (val.prompt(0, None) == val.codes[1][:, : val.max_prompt_frames]).all()
+    batch = data.collate(batches[0], epoch=0)
+    assert torch.equal(batch.codes, data.collate(batches[0], epoch=0).codes)
+
+
+def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
+    tokens = make_token_set(tmp_path / "tokens")
+    base = [*TRAIN_OVERRIDES, f"data.tokens={tokens}", "max_steps=6"]
+    straight = train(load_config(TrainConfig, REPO / "configs/lm/quick.yaml", [*base, f"out_dir={tmp_path}/a"]))
+
+    import tts_lm.train as train_module
+
+    calls = {"n": 0}
+    real_next = train_module.BatchStream.next
+
+    def dying_next(self):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed during step 5: the last checkpoint is step 3's
+            raise KeyboardInterrupt
+        return real_next(self)
+
+    cfg_b = load_config(TrainConfig, REPO / "configs/lm/quick.yaml", [*base, f"out_dir={tmp_path}/b"])
+    monkeypatch.setattr(train_module.BatchStream, "next", dying_next)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_b)
+    monkeypatch.setattr(train_module.BatchStream, "next", real_next)
+    assert json.loads((tmp_path / "b/checkpoint/train_state.json").read_text())["step"] == 3
+    assert not (tmp_path / "b/model.safetensors").exists()
+    resumed = train(cfg_b)
+
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    state = json.loads((resumed / "checkpoint/train_state.json").read_text())
+    assert state["step"] == 6 and state["val_loss"] == state["val_loss"]  # validation ran (not NaN)
+    lm = KoelLM.from_pretrained(resumed)
+    assert lm.config.codec.codec_hash == "feedbeef" and lm.config.codec.frame_rate == 12.5
+
+
+def test_train_cli_runs_and_reports_errors(tmp_path, capsys):
+    tokens = make_token_set(tmp_path / "tokens", frame_rate=21.5)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_args = [f"data.tokens={tokens}", f"out_dir={tmp_path}/lm", "max_steps=2", "val_samples=0", "num_threads=1"]
+    args = [sys.executable, "-m", "tts_lm.train", "configs/lm/quick.yaml", *TRAIN_OVERRIDES, *run_args]
+    run = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lm = KoelLM.from_pretrained(tmp_path / "lm")
+    assert lm.config.codec.frame_rate == 21.5
+    assert (tmp_path / "lm/train_config.yaml").is_file() and (tmp_path / "lm/tb").is_dir()
+
+    assert main(["configs/lm/quick.yaml", f"data.tokens={tmp_path}/missing", f"out_dir={tmp_path}/x"]) == 2
+    assert "meta.json not found" in capsys.readouterr().err
+    assert main(["configs/lm/quick.yaml", "model.d_modle=3"]) == 2
+    assert "d_modle" in capsys.readouterr().err
