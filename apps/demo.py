@@ -1,0 +1,241 @@
+"""Gradio zero-shot voice cloning demo: type text, give 3-10 s of a voice, hear that voice say it, streamed.
+
+    python -m apps.demo --lm runs/tts_lm/cpu_12.5fps --codec runs/codec/cpu_12.5fps [--host 127.0.0.1] [--port 7860]
+    make app
+
+A thin page over `tts_lm.Synthesizer`: the models are loaded once in `main()` (never at import); every request
+is one `Synthesizer.stream(...)`, which has its own decoder streaming state and its own stats, so requests share
+nothing mutable. The streamed chunks go to a `gr.Audio(streaming=True)` output (it plays while the rest is still
+being generated); when the request ends, the whole utterance goes to a second audio output with a download
+button, and the request's time to first audio and real-time factor are shown.
+
+Limits (flags): the server listens on 127.0.0.1 unless --host says otherwise and never opens a share link unless
+--share is given; uploads are capped in size (--max-file-size) and in duration (--max-prompt-seconds; only the
+first few seconds after trimming silence are used anyway), text in characters (--max-text-chars); requests wait
+in a bounded queue (--queue-size) and at most --concurrency run at once. Every input error a user can make (no
+audio, unreadable file, silent or too short prompt, empty / unspeakable / too long text) is shown in the page as
+a specific message (gr.Error); the app keeps serving. Example voices: the test speakers (unseen in training) of
+the embedded corpus manifest (runs/data/<profile>/manifest.jsonl), when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("apps.demo")
+
+DEFAULT_TEXT = "Hello! This is a zero-shot voice cloning demo. The first words play while the rest is still generated."
+ERROR_TITLES = {"TextError": "Text", "SynthesisError": "Request", "PromptError": "Voice prompt"}
+MANIFEST_SEARCH = ("runs/data/cpu/manifest.jsonl", "runs/data/quick/manifest.jsonl", "runs/data/smoke/manifest.jsonl")
+
+
+@dataclass
+class DemoLimits:
+    """What one request may ask for, and how the stream is cut."""
+
+    max_text_chars: int = 1000
+    max_prompt_seconds: float = 60.0  # duration of an uploaded / recorded prompt file
+    chunk_frames: int = 2  # frames per streamed chunk (2 = 160 ms at 12.5 FPS)
+
+
+@dataclass
+class ExampleVoice:
+    path: str
+    speaker: str
+    text: str
+
+
+def example_voices(manifest: str | Path | None, per_speaker: int = 1, limit: int = 8) -> list[ExampleVoice]:
+    """Test-split utterances of a corpus manifest, `per_speaker` per speaker (3-10 s ones first); [] if absent."""
+    if manifest is None:
+        manifest = next((Path(p) for p in MANIFEST_SEARCH if Path(p).is_file()), None)
+        if manifest is None:
+            return []
+    from data.manifest import read_manifest
+
+    utts = [u for u in read_manifest(manifest) if u.split == "test"]
+    utts.sort(key=lambda u: (u.speaker, not 3.0 <= u.duration <= 10.0, u.id))
+    chosen: dict[str, list[ExampleVoice]] = {}
+    for u in utts:
+        voices = chosen.setdefault(u.speaker, [])
+        if len(voices) < per_speaker:
+            voices.append(ExampleVoice(u.audio, u.speaker, u.text))
+    return [v for voices in chosen.values() for v in voices][:limit]
+
+
+def to_int16(chunk: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> int16 PCM (Gradio would peak-normalise every float chunk on its own, changing loudness)."""
+    return (np.clip(chunk, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def stats_markdown(stats: Any, done: bool) -> str:
+    ttfa = "…" if stats.ttfa_s is None else f"{stats.ttfa_s * 1000:.0f} ms"
+    if not done:
+        return f"**Streaming…** {stats.audio_seconds:.2f} s of audio so far · time to first audio **{ttfa}**"
+    return (
+        f"**Done.** Time to first audio **{ttfa}** · real-time factor **{stats.rtf:.3f}** "
+        f"({stats.compute_s:.2f} s of compute for {stats.audio_seconds:.2f} s of audio) · {stats.frames} frames at "
+        f"{stats.frame_rate:g} FPS · {stats.pieces} sentence(s) · prompt {stats.prompt_seconds:.1f} s"
+    )
+
+
+def make_handler(tts: Any, limits: DemoLimits):
+    """The request handler: (text, prompt file, cfg, temperature, top-k, seed) -> stream of page updates."""
+    import gradio as gr
+
+    from codec.audio import AudioError, load_audio
+
+    def synthesize(
+        text: str, prompt_path: str | None, cfg_scale: float, temperature: float, top_k: float, seed: float
+    ) -> Iterator[tuple[Any, Any, str]]:
+        try:
+            tts.check_text(text)  # empty / too long: before reading the prompt
+            if not prompt_path:
+                raise gr.Error("No voice prompt: upload or record 3-10 s of the voice to clone.", title="No audio")
+            try:
+                wav, sr = load_audio(prompt_path, max_seconds=limits.max_prompt_seconds, allow_silent=True)
+            except AudioError as e:
+                reason = str(e).split(": ", 1)[-1]  # drop the server-side temp path
+                raise gr.Error(f"Could not use the voice prompt file: {reason}.", title="Unreadable audio") from e
+            stream = tts.stream(
+                text,
+                wav,
+                sr,
+                seed=int(seed),
+                cfg_scale=float(cfg_scale),
+                temperature=float(temperature),
+                top_k=int(top_k),
+                chunk_frames=limits.chunk_frames,
+            )
+            chunks = []
+            for chunk in stream:
+                chunks.append(chunk)
+                yield (tts.sample_rate, to_int16(chunk)), gr.skip(), stats_markdown(stream.stats, done=False)
+        except gr.Error:
+            raise
+        except ValueError as e:  # SynthesisError, TextError, PromptError, GenerationError: the user's input
+            raise gr.Error(str(e), title=ERROR_TITLES.get(type(e).__name__, "Cannot synthesise this")) from e
+        except Exception as e:  # a bug: log it here, show one line in the page
+            log.exception("request failed")
+            raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.") from e
+        if not chunks:
+            raise gr.Error("The model ended without producing audio; try another seed or a longer text.")
+        full = (tts.sample_rate, to_int16(np.concatenate(chunks)))
+        yield gr.skip(), full, stats_markdown(stream.stats, done=True)
+
+    return synthesize
+
+
+def build_demo(tts: Any, limits: DemoLimits | None = None, examples: list[ExampleVoice] | None = None):
+    """The page (gr.Blocks) over a loaded Synthesizer. Nothing is loaded here."""
+    import gradio as gr
+
+    limits = limits or DemoLimits()
+    with gr.Blocks(title="nanokoel: zero-shot voice cloning") as demo:
+        gr.Markdown(
+            "# nanokoel: zero-shot voice cloning\n"
+            f"NanoCodec at {tts.frame_rate:g} frames per second + a Koel-style decoder-only TTS LM. Type a text, "
+            "give 3-10 seconds of any voice, and the audio starts playing while the rest is still being generated."
+        )
+        with gr.Row():
+            with gr.Column():
+                text = gr.Textbox(label="Text", value=DEFAULT_TEXT, lines=4, max_length=limits.max_text_chars)
+                prompt = gr.Audio(
+                    label="Voice prompt (3-10 s of speech: upload or record)",
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                )
+                if examples:
+                    gr.Examples(
+                        examples=[[v.path] for v in examples],
+                        inputs=[prompt],
+                        example_labels=[v.speaker for v in examples],
+                        label="Example voices (test speakers, unseen in training)",
+                    )
+                with gr.Accordion("Sampling", open=False):
+                    cfg_scale = gr.Slider(1.0, 5.0, value=2.5, step=0.1, label="CFG scale")
+                    temperature = gr.Slider(0.0, 1.5, value=0.6, step=0.05, label="Temperature")
+                    top_k = gr.Slider(1, 200, value=80, step=1, label="Top-k")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                streamed = gr.Audio(
+                    label="Streaming output", streaming=True, autoplay=True, interactive=False, elem_id="streamed"
+                )
+                full = gr.Audio(
+                    label="Whole utterance (download)", type="numpy", format="wav", interactive=False, elem_id="full"
+                )
+                stats = gr.Markdown(
+                    "Time to first audio and real-time factor appear here.", label="stats", elem_id="stats"
+                )
+        button.click(
+            make_handler(tts, limits),
+            inputs=[text, prompt, cfg_scale, temperature, top_k, seed],
+            outputs=[streamed, full, stats],
+            api_name="synthesize",
+        )
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m apps.demo", description="Gradio zero-shot voice cloning demo.")
+    p.add_argument("--lm", required=True, help="LM directory or hub id (make lm: runs/tts_lm/<profile>_12.5fps)")
+    p.add_argument("--codec", required=True, help="codec directory, hub id, or an NVIDIA .nemo file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", choices=["never", "yes"], default="never", help="open a public gradio.live link")
+    p.add_argument("--language", default="en-us", help="espeak-ng language of the text (default en-us)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    p.add_argument("--examples", default=None, help="corpus manifest for example voices (default: runs/data/*)")
+    p.add_argument("--max-text-chars", type=int, default=1000, help="longest accepted text (default 1000)")
+    p.add_argument("--max-prompt-seconds", type=float, default=60.0, help="longest accepted prompt file (default 60)")
+    p.add_argument("--max-file-size", default="20mb", help="largest accepted upload (default 20mb)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more are refused (default 16)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests generated at the same time (default 2)")
+    p.add_argument("--chunk-frames", type=int, default=2, help="codec frames per streamed chunk (default 2)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from tts_lm import Synthesizer
+
+    torch.set_num_threads(args.threads)
+    limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, args.chunk_frames)
+    try:
+        tts = Synthesizer.from_pretrained(
+            lm=args.lm, codec=args.codec, device=args.device, language=args.language, max_text_chars=args.max_text_chars
+        )
+        examples = example_voices(args.examples)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log.info("models loaded: %s FPS, %d example voice(s)", f"{tts.frame_rate:g}", len(examples))
+    demo = build_demo(tts, limits, examples)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    allowed = sorted({str(Path(v.path).resolve().parent) for v in examples})
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share == "yes",
+        max_file_size=args.max_file_size,
+        allowed_paths=allowed,
+        footer_links=["api"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The Gradio demo end to end: a real `python -m apps.demo` server with tiny models, driven by gradio_client.
+
+Chunks stream in before the request ends, the whole utterance equals the library's `Synthesizer.synthesize` (the
+app is a thin page over it), bad inputs come back as their specific messages while the server keeps serving,
+and 4 concurrent requests all finish with audio that depends only on their own inputs (same seed, same audio)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apps.demo import example_voices, to_int16
+from tests.tiny_tts import demo_server, example_manifest, speech_prompt
+
+gradio_client = pytest.importorskip("gradio_client")
+Client, handle_file = gradio_client.Client, gradio_client.handle_file
+AppError = gradio_client.exceptions.AppError
+
+TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("demo")
+    manifest = example_manifest(directory)
+    speech_prompt(directory)
+    args = ["--examples", str(manifest), "--max-text-chars", "300", "--concurrency", "4", "--queue-size", "8"]
+    with demo_server(directory, *args) as url:
+        yield url, directory
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    url, _ = server
+    return Client(url, verbose=False, download_files=str(server[1] / "downloads"))
+
+
+def run(client, text: str, prompt: str | None, seed: int = 0) -> tuple[list, tuple]:
+    audio = None if prompt is None else handle_file(prompt)
+    job = client.submit(text, audio, 2.5, 0.6, 80, seed, api_name="/synthesize")
+    job.result(timeout=240)
+    return job.outputs()[:-1], job.outputs()[-1]
+
+
+def test_page_serves_on_localhost_with_example_voices_of_test_speakers(server):
+    url, directory = server
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url + "config", timeout=10) as response:
+        config = json.loads(response.read())
+    page = json.dumps(config)
+    assert "Example voices" in page and "espeak-en-us" in page and "espeak-en-gb" in page
+    assert "espeak-en-us+m3" not in page  # a train speaker is not offered
+    assert [v.speaker for v in example_voices(directory / "manifest.jsonl")] == ["espeak-en-gb", "espeak-en-us"]
+
+
+def test_chunks_stream_in_and_the_whole_utterance_equals_the_library(client, server):
+    _, directory = server
+    prompt = str(directory / "prompt_en-us.wav")
+    updates, final = run(client, TEXT, prompt, seed=3)
+    streaming = [u for u in updates if "Streaming" in u[2]]
+    assert len(streaming) >= 3  # several chunks before the end
+    seconds = [float(u[2].split("**Streaming…** ")[1].split(" s")[0]) for u in streaming]
+    assert seconds == sorted(seconds) and seconds[0] == pytest.approx(0.16)  # 2 frames per chunk at 12.5 FPS
+    playlist = Path(streaming[-1][0]).read_text()
+    assert playlist.startswith("#EXTM3U") and "#EXTINF" in playlist  # the streamed audio segments
+    _, full_path, stats = final
+    assert "Time to first audio" in stats and "real-time factor" in stats
+    audio, rate = sf.read(full_path, dtype="int16")
+    assert rate == 22050 and audio.size == round(seconds[-1] * rate) and np.abs(audio).max() > 0
+
+    # the page is thin over the library: the same models, prompt and seed give the same samples
+    from tts_lm import Synthesizer
+
+    tts = Synthesizer.from_pretrained(lm=directory / "lm", codec=directory / "codec")
+    wav, sr = sf.read(prompt, dtype="float32")
+    expected = to_int16(tts.synthesize(TEXT, wav, sr, seed=3, chunk_frames=2))
+    assert audio.shape == expected.shape
+    assert np.abs(audio.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt", "message"),
+    [
+        ("", "prompt_en-us.wav", "text is empty"),
+        ("   ", "prompt_en-us.wav", "text is empty"),
+        ("word " * 70, "prompt_en-us.wav", "too long"),
+        ("!!! ... ---", "prompt_en-us.wav", "cannot phonemise"),
+        (TEXT, None, "No voice prompt"),
+        (TEXT, "garbage.wav", "Could not use the voice prompt file"),
+        (TEXT, "silence.wav", "silent"),
+        (TEXT, "short.wav", "too short"),
+    ],
+    ids=["empty", "blank", "too-long", "unspeakable", "no-audio", "unreadable", "silent", "short-prompt"],
+)
+def test_bad_inputs_show_their_specific_error_and_the_app_keeps_serving(client, server, text, prompt, message):
+    _, directory = server
+    (directory / "garbage.wav").write_bytes(b"RIFF not really a wav file at all" * 10)
+    sf.write(str(directory / "silence.wav"), np.zeros(22050 * 3, dtype=np.float32), 22050)
+    wav, sr = sf.read(str(directory / "prompt_en-us.wav"), dtype="float32")
+    sf.write(str(directory / "short.wav"), wav[: sr // 2], sr)
+    with pytest.raises(AppError, match=message):
+        run(client, text, None if prompt is None else str(directory / prompt))
+    _, final = run(client, "Still here.", str(directory / "prompt_en-us.wav"))  # the server keeps serving
+    assert "Done" in final[2]
+
+
+def test_four_concurrent_requests_all_succeed_and_stay_independent(server):
+    url, directory = server
+    prompt = str(directory / "prompt_en-us.wav")
+    seeds = [5, 6, 5, 6]
+
+    def request(seed: int) -> np.ndarray:
+        client = Client(url, verbose=False, download_files=str(directory / f"downloads_{seed}"))
+        _, final = run(client, TEXT, prompt, seed=seed)
+        return sf.read(final[1], dtype="int16")[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        audios = list(pool.map(request, seeds))
+    assert all(a.size > 0 for a in audios)
+    np.testing.assert_array_equal(audios[0], audios[2])
+    np.testing.assert_array_equal(audios[1], audios[3])
+    assert audios[0].shape != audios[1].shape or not np.array_equal(audios[0], audios[1])
