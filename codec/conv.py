@@ -48,10 +48,11 @@ def weight_norm(module: nn.Module) -> nn.Module:
 def remove_weight_norm(module: nn.Module) -> int:
     """Fold every weight-norm parametrization under `module` into a plain `weight`; returns how many."""
     count = 0
-    for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-            count += 1
+    with torch.enable_grad():  # under no_grad torch would leave a plain tensor, not a Parameter
+        for m in module.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+                count += 1
     return count
 
 

@@ -350,8 +350,11 @@ def test_weight_norm_folding_keeps_outputs():
     wav = torch.randn(2, 30) * 0.3
     before_audio, before_latents = model.decode(codes), model.audio_encoder(wav).detach()
     assert model.has_weight_norm
-    folded = model.remove_weight_norm()
+    num_weights = sum(1 for k in model.state_dict() if k.endswith("original1"))
+    with torch.no_grad():  # folding inside no_grad must still leave Parameters (saved, trainable)
+        folded = model.remove_weight_norm()
     assert folded == 2 * (1 + 2 * 3 * 3 * 2 + 2 * 1 + 1) and not model.has_weight_norm  # 2 stages each side
+    assert sum(1 for k, _ in model.named_parameters() if k.endswith("conv.weight")) == num_weights == folded
     torch.testing.assert_close(model.decode(codes), before_audio, atol=1e-5, rtol=0)
     torch.testing.assert_close(model.audio_encoder(wav).detach(), before_latents, atol=1e-5, rtol=1e-5)
     with model.streaming(batch_size=2):
