@@ -421,3 +421,10 @@ def test_cli_encode_decode_real_speech(tmp_path, capsys):
         == 2
     )
     assert "no such audio file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["decode", "--help"]])
+def test_cli_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 0 and "usage: python -m codec" in capsys.readouterr().out
