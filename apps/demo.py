@@ -54,14 +54,24 @@ class ExampleVoice:
 
 
 def example_voices(manifest: str | Path | None, per_speaker: int = 1, limit: int = 8) -> list[ExampleVoice]:
-    """Test-split utterances of a corpus manifest, `per_speaker` per speaker (3-10 s ones first); [] if absent."""
+    """Test-split utterances of a corpus manifest, `per_speaker` per speaker (3-10 s ones first).
+
+    `manifest` None: the first of MANIFEST_SEARCH that exists; "none": no examples. A missing or unreadable
+    manifest gives [] with a warning: example voices are a convenience, never a reason not to serve.
+    """
+    if str(manifest).lower() == "none":
+        return []
     if manifest is None:
         manifest = next((Path(p) for p in MANIFEST_SEARCH if Path(p).is_file()), None)
         if manifest is None:
             return []
     from data.manifest import read_manifest
 
-    utts = [u for u in read_manifest(manifest) if u.split == "test"]
+    try:
+        utts = [u for u in read_manifest(manifest) if u.split == "test"]
+    except ValueError as e:  # ManifestError: missing file, bad line, missing audio
+        log.warning("no example voices: %s", e)
+        return []
     utts.sort(key=lambda u: (u.speaker, not 3.0 <= u.duration <= 10.0, u.id))
     chosen: dict[str, list[ExampleVoice]] = {}
     for u in utts:
@@ -195,7 +205,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--language", default="en-us", help="espeak-ng language of the text (default en-us)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
-    p.add_argument("--examples", default=None, help="corpus manifest for example voices (default: runs/data/*)")
+    p.add_argument(
+        "--examples",
+        default=None,
+        help="corpus manifest for example voices (default: runs/data/*; 'none': no examples)",
+    )
     p.add_argument("--max-text-chars", type=int, default=1000, help="longest accepted text (default 1000)")
     p.add_argument("--max-prompt-seconds", type=float, default=60.0, help="longest accepted prompt file (default 60)")
     p.add_argument("--max-file-size", default="20mb", help="largest accepted upload (default 20mb)")

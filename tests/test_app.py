@@ -7,6 +7,8 @@ and 4 concurrent requests all finish with audio that depends only on their own i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,3 +128,17 @@ def test_four_concurrent_requests_all_succeed_and_stay_independent(server):
     np.testing.assert_array_equal(audios[0], audios[2])
     np.testing.assert_array_equal(audios[1], audios[3])
     assert audios[0].shape != audios[1].shape or not np.array_equal(audios[0], audios[1])
+
+
+def test_importing_the_app_loads_nothing_and_help_works(capsys):
+    probe = "import apps.demo, sys; print(sorted(m for m in ('gradio', 'torch', 'tts_lm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"  # models (and even gradio / torch) are loaded by main(), not at import
+    from apps.demo import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--lm" in help_text and "127.0.0.1" in help_text
+    args = parse_args(["--lm", "a", "--codec", "b"])
+    assert (args.host, args.share) == ("127.0.0.1", "never")
