@@ -40,7 +40,7 @@ ifeq ($(CODEC_CONFIG_$(PROFILE)),)
 $(error unknown PROFILE=$(PROFILE); use quick, cpu or paper)
 endif
 
-.PHONY: help setup data codec codec-baseline tokenize tokenize-baseline lm app eval bench test lint clean-runs
+.PHONY: help setup data codec codec-baseline tokenize tokenize-baseline lm lm-baseline app eval bench test lint clean-runs
 
 help:
 	@sed -n '1,12p' Makefile
@@ -78,6 +78,10 @@ lm: $(LM_DIR)/model.safetensors
 $(LM_DIR)/model.safetensors: $(TOKENS_DIR)/meta.json
 	@$(PY) -c "import tts_lm.train" 2>/dev/null || { echo "make lm: stage 3 is not built yet (see issues)"; exit 1; }
 	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(TOKENS_DIR) out_dir=$(LM_DIR)
+
+lm-baseline: $(BLM_DIR)/model.safetensors
+$(BLM_DIR)/model.safetensors: $(BTOKENS_DIR)/meta.json
+	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(BTOKENS_DIR) out_dir=$(BLM_DIR)
 
 # ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
 app: $(SETUP)

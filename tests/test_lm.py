@@ -203,6 +203,11 @@ def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
         equal = (codes[:, :frames] == targets[b][:, :frames]).sum().item()
         assert equal / targets[b].numel() >= 0.95 and codes.shape[1] == targets[b].shape[1]
         assert gen.alignment[0, -1] >= len(phonemes[b]), "the tracked alignment should reach the last phoneme"
+        # the alignment guard: with any EOS probability counting as "likely", generation stops as soon as the
+        # tracked alignment reaches the last phoneme, which must be near (not before) the end of the utterance
+        guarded = model.generate_output(phonemes[b], prompts[b], cfg_scale=1.0, temperature=0.0, eos_threshold=0.0)
+        assert guarded.stop_reasons == ["alignment"]
+        assert targets[b].shape[1] // 2 < guarded.lengths[0] < targets[b].shape[1]
 
 
 # ---- generation API ---------------------------------------------------------------------------------------
@@ -234,6 +239,8 @@ def test_generation_input_errors_are_clear():
         model.generate([[5, 6], []], [prompt, prompt])
     with pytest.raises(GenerationError, match="too long for the model"):
         model.generate(list(range(3, 20)) * 6, prompt)
+    with pytest.raises(GenerationError, match="max_frames=500 does not fit"):
+        model.generate([5, 6], prompt, max_frames=500)
     with pytest.raises(GenerationError, match="prompt 0 is too short: 2 frames"):
         model.generate([5, 6], prompt[:, :2])
     with pytest.raises(GenerationError, match="3 codebooks; this LM was trained on 2"):
@@ -390,3 +397,20 @@ def test_train_cli_runs_and_reports_errors(tmp_path, capsys):
     assert "meta.json not found" in capsys.readouterr().err
     assert main(["configs/lm/quick.yaml", "model.d_modle=3"]) == 2
     assert "d_modle" in capsys.readouterr().err
+
+
+def test_monotonic_prior_keeps_the_tracked_alignment_from_jumping():
+    torch.manual_seed(0)
+    model = KoelLM(tiny_config(alignment=AlignmentConfig(layers=[0, 1], heads=2))).eval()
+    with torch.no_grad():  # sharpen the alignment heads so their untrained argmax jumps around
+        for layer in model.backbone.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+    phonemes = list(range(3, 23))
+    prompt = prompts_for(model.config)[1]
+    opts = dict(cfg_scale=1.0, temperature=1.0, seed=0, max_frames=30, min_frames=30, max_text_jump=100)
+    start = torch.zeros(1, dtype=torch.long)  # tracking starts at the text BOS
+    free = torch.cat([start, model.generate_output(phonemes, prompt, monotonic_prior=False, **opts).alignment[0]])
+    held = torch.cat([start, model.generate_output(phonemes, prompt, monotonic_prior=True, **opts).alignment[0]])
+    assert (free.diff() > 3).any(), f"the test needs a jumpy free alignment: {free.tolist()}"
+    assert (held.diff() <= 3).all() and (held.diff() >= 0).all(), held.tolist()
+    assert held[-1] > held[1], "with the window the alignment still moves along the text"

@@ -93,8 +93,9 @@ class LMConfig:
     # speaker prompt and generation limits (seconds, so the same config serves every frame rate)
     min_prompt_seconds: float = 1.0
     max_prompt_seconds: float = 5.0
-    max_seconds_per_phoneme: float = 0.35
-    extra_seconds: float = 1.0
+    max_seconds_per_phoneme: float = 0.2  # generation cap: ~3x the ~0.06 s of an espeak-ng IPA symbol ...
+    extra_seconds: float = 1.0  # ... plus this
+    min_room_seconds_per_phoneme: float = 0.1  # a text that leaves less room than this per symbol is refused
 
     def __post_init__(self) -> None:
         if self.frame_embedding not in ("sum", "mean"):
@@ -162,6 +163,10 @@ class LMConfig:
         """The generation cap for `num_phonemes` phonemes: generous speaking time plus a little slack."""
         seconds = num_phonemes * self.max_seconds_per_phoneme + self.extra_seconds
         return math.ceil(seconds * self.codec.frame_rate)
+
+    def min_frames_for(self, num_phonemes: int) -> int:
+        """The least room (frames) a text of `num_phonemes` phonemes must have left in max_seq_len."""
+        return math.ceil(num_phonemes * self.min_room_seconds_per_phoneme * self.codec.frame_rate)
 
     def with_tokens(self, meta: dict[str, Any]) -> LMConfig:
         """A copy whose vocabularies and codec reference come from a token set's meta.json."""

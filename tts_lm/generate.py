@@ -178,15 +178,23 @@ def check_inputs(
                 f"frames ({c.min_prompt_seconds} s) of the speaker's audio"
             )
         prompts[b] = prompt[:, : c.max_prompt_frames]  # longer prompts: their first max_prompt_seconds
-        cap = max_frames if max_frames is not None else c.max_frames_for(len(ids))
         s = c.frames_per_step
-        needed = -(-prompts[b].shape[1] // s) + len(ids) + 2 + -(-(cap + 1) // s)
-        if needed > c.max_seq_len:
-            raise GenerationError(
-                f"phoneme input {b} is too long for the model: {len(ids)} phonemes + prompt + up to {cap} frames "
-                f"need {needed} positions, the model has {c.max_seq_len}; split the text into sentences "
-                "(alignment.normalize.split_sentences) or pass a smaller max_frames"
-            )
+        room = (c.max_seq_len - -(-prompts[b].shape[1] // s) - (len(ids) + 2)) * s - 1  # frames that still fit
+        if max_frames is not None:
+            cap = max_frames
+            if cap > room:
+                raise GenerationError(
+                    f"max_frames={max_frames} does not fit: with {len(ids)} phonemes and the prompt, input {b} "
+                    f"leaves room for {max(room, 0)} frames in the model's {c.max_seq_len} positions"
+                )
+        else:
+            cap = min(c.max_frames_for(len(ids)), room)
+            if cap < c.min_frames_for(len(ids)):
+                raise GenerationError(
+                    f"phoneme input {b} is too long for the model: {len(ids)} phonemes and the prompt leave room "
+                    f"for {max(room, 0)} frames in its {c.max_seq_len} positions (needs {c.min_frames_for(len(ids))}"
+                    "); split the text into sentences (alignment.normalize.split_sentences)"
+                )
         caps.append(cap)
     return phonemes, prompts, caps
 
@@ -255,7 +263,8 @@ def stream_frames(
         cfg_scale: classifier-free guidance scale s (1 = no guidance, one branch only).
         temperature, top_k, top_p: one value, or one per codebook; temperature 0 is greedy.
         seed / generator: fixed seed (or your own torch.Generator) for reproducible sampling.
-        max_frames: frame cap per row (default: LMConfig.max_frames_for(number of phonemes)).
+        max_frames: frame cap per row (default: LMConfig.max_frames_for(number of phonemes), cut to what fits
+            in max_seq_len).
         min_frames: audio EOS cannot be sampled (nor the guard stop) before this many frames.
         monotonic_prior: add the inference-time alignment window prior to the alignment heads.
         stop_on_alignment: the alignment guard (see module doc); eos_threshold, max_seconds_after_text_end tune it.
@@ -296,7 +305,7 @@ def stream_frames(
     def window() -> torch.Tensor | None:
         if not (monotonic_prior and c.alignment_enabled):
             return None
-        prior = monotonic_log_prior(text_pos, int(text_len.max()))  # (B, T)
+        prior = monotonic_log_prior(text_pos, int(text_len.max()), back=1, ahead=3)  # (B, T)
         if use_cfg:
             prior = torch.cat([prior, torch.zeros_like(prior)])  # the unconditional rows get no prior
         return prior[:, None, :]  # (R, 1, T): the same for every query of this forward
@@ -315,7 +324,8 @@ def stream_frames(
     reasons[:] = ["max_frames"] * batch
     emitted = torch.zeros(batch, dtype=torch.long, device=device)
     after_end = torch.zeros(batch, dtype=torch.long, device=device)
-    for step in range(-(-(max(caps) + 1) // s)):
+    num_steps = -(-(max(caps) + 1) // s)  # enough to emit `cap` frames and then end each row
+    for step in range(num_steps):
         picker.begin(allow_eos=step * s >= min_frames)
         codes = lm.head.sample(hidden, picker)[:batch]  # (B, C)
         step_logits = torch.cat(picker.logits, dim=1)  # (B, C, V)
@@ -328,7 +338,7 @@ def stream_frames(
         reached_end = text_pos >= phon_len  # the last phoneme or the text EOS
         after_end = torch.where(reached_end & ~done, after_end + 1, after_end)
         guard = (stop_on_alignment & reached_end & (step * s >= min_frames))[:, None] & (
-            (p_eos >= eos_threshold) | (after_end > after_end_cap)[:, None]
+            (p_eos >= eos_threshold) | (after_end * s > after_end_cap)[:, None]
         )  # (B, S): stop at this slot
 
         frames = codes.view(batch, s, num_k)  # (B, S, K)
@@ -346,6 +356,8 @@ def stream_frames(
             slot_logits = step_logits[:, slot * num_k : (slot + 1) * num_k]  # (B, K, V)
             yield StepOutput(frame[:, :, None], ~done, text_pos.clone(), slot_logits)
 
+        if step == num_steps - 1:
+            break
         feed = torch.cat([codes, codes]) if use_cfg else codes  # (R, C); ended rows feed anything
         mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)  # (R, L+1)
         if ctx is not None:
