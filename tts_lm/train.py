@@ -168,9 +168,11 @@ def load_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, director
 # ---- validation ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(accelerator: Accelerator, model, data: PromptedUtterances, cfg: TrainConfig, weight: float) -> dict:
-    """Token-weighted validation cross-entropy / accuracy (+ alignment loss) over the first val_batches batches."""
+    """Token-weighted validation cross-entropy / accuracy (+ alignment loss) over val_batches batches."""
     model.eval()
-    batches = data.batches(0)[: cfg.val_batches][accelerator.process_index :: accelerator.num_processes]
+    batches = data.batches(0)  # sorted by length: take val_batches spread over all lengths
+    batches = batches[:: max(1, len(batches) // cfg.val_batches)][: cfg.val_batches]
+    batches = batches[accelerator.process_index :: accelerator.num_processes]
     sums = torch.zeros(4, device=accelerator.device)  # ce * n, acc * n, align * n, n
     for indices in batches:
         with accelerator.autocast():
