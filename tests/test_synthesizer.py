@@ -164,6 +164,12 @@ def test_interleaved_requests_keep_their_own_state(tts, models):
     np.testing.assert_array_equal(np.concatenate(got_a), alone)
     np.testing.assert_array_equal(np.concatenate(got_b), alone)
     assert not tts.codec.is_streaming  # the shared codec is never put into streaming mode
+    # the two requests used two decoder replicas, handed back idle (not streaming) and sharing the codec's weights
+    assert tts.decoders.idle >= 2
+    with tts.decoders.lease() as one, tts.decoders.lease() as two:
+        assert one is not two and not one.is_streaming and not two.is_streaming
+        params = zip(one.parameters(), two.parameters(), tts.codec.audio_decoder.parameters(), strict=True)
+        assert all(a.data_ptr() == b.data_ptr() == c.data_ptr() for a, b, c in params)
 
 
 def test_prompt_is_resampled_trimmed_and_capped(tts, models):
