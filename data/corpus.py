@@ -350,7 +350,12 @@ def build_corpus(cfg: CorpusConfig, out: str | os.PathLike, workers: int | None 
     if missing_splits:
         raise CorpusError(f"profile {cfg.name!r}: split(s) {missing_splits} came out empty; hold out more voices")
     seconds = time.time() - t0
-    info = corpus_info(cfg, plan, utts, skipped, seconds, rendered=len(todo), reused=reused)
+    info = corpus_info(cfg, plan, utts, skipped)
+    previous = out / "corpus_info.json"
+    runs = json.loads(previous.read_text()).get("runs", []) if previous.is_file() else []
+    this_run = {"seconds": round(seconds, 1), "rendered": len(todo), "reused": reused, "workers": workers}
+    info["runs"] = [*runs, {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), **this_run}]
+    info["generation_seconds"] = round(sum(r["seconds"] for r in info["runs"]), 1)  # all runs that built it
     vocab.save(out / VOCAB_NAME)
     save_config(cfg, out / "corpus_config.yaml")
     write_json_atomic(out / "corpus_info.json", info)
@@ -359,8 +364,8 @@ def build_corpus(cfg: CorpusConfig, out: str | os.PathLike, workers: int | None 
     return CorpusResult(manifest, len(utts), len(todo), reused, dict(reasons), seconds, info)
 
 
-def corpus_info(cfg, plan, utts, skipped, seconds, rendered, reused) -> dict:
-    """The summary written to corpus_info.json."""
+def corpus_info(cfg: CorpusConfig, plan: list[Planned], utts: list[Utterance], skipped: dict) -> dict:
+    """The summary written to corpus_info.json (build_corpus adds the run history and generation time)."""
     engine_of = {p.id: p.engine for p in plan}
     engines: dict[str, dict] = {}
     for u in utts:
@@ -394,10 +399,7 @@ def corpus_info(cfg, plan, utts, skipped, seconds, rendered, reused) -> dict:
         },
         "text_sources": dict(Counter(p.source.split("/")[0] for p in plan if p.id not in skipped)),
         "skipped": dict(Counter(v["reason"] for v in skipped.values())),
-        "generation_seconds": round(seconds, 1),
-        "rendered_this_run": rendered,
-        "reused_from_disk": reused,
-        "workers_cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
 
 

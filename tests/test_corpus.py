@@ -140,6 +140,8 @@ def test_rerun_regenerates_only_what_is_missing_or_stale(smoke, tmp_path):
     manifest = (smoke / "manifest.jsonl").read_bytes()
     result = build_corpus(load_profile("smoke"), out, workers=1)
     assert (result.rendered, result.reused) == (0, 12)  # a complete corpus: nothing regenerated
+    runs = json.loads((out / "corpus_info.json").read_text())["runs"]
+    assert [(r["rendered"], r["reused"]) for r in runs] == [(12, 0), (0, 12)]  # the build history is kept
     files = sorted(finished(out))
     deleted, tampered = files[0], files[5]
     deleted.unlink()
