@@ -3,11 +3,15 @@
     python -m codec encode speech.wav codes.npy --model runs/codec/cpu_12.5fps   # -> int16 [K, F]
     python -m codec decode codes.npy speech_out.wav --model runs/codec/cpu_12.5fps
     python -m codec decode codes.npy out.wav --model DIR --streaming             # frame by frame (same samples)
+    python -m codec convert-nemo codec.nemo runs/codec/nvidia_1.78kbps           # NVIDIA .nemo -> our checkpoint
 
 `encode` reads any wav/flac/ogg/mp3, mixes to mono and resamples to the codec's rate; the .npy holds the codes
 of the K codebooks as int16 [K, F] (F = ceil(samples / samples_per_frame)). `decode` writes 16-bit PCM at the
 codec's sample rate, F * samples_per_frame samples. `--model` is a directory from `save_pretrained`
-(config.json + model.safetensors) or a Hugging Face hub id when online. Errors are one line, exit status 2.
+(config.json + model.safetensors) or a Hugging Face hub id when online. `convert-nemo` reads an NVIDIA NeMo
+`.nemo` codec checkpoint (a file, or a hub id such as nvidia/nemo-nano-codec-22khz-1.78kbps-12.5fps) without
+NeMo and writes config.json + model.safetensors for `--model` / `from_pretrained` (codec/nemo.py).
+Errors are one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -79,6 +83,25 @@ def cmd_decode(args: argparse.Namespace) -> None:
     print(f"{args.input}: codes {tuple(codes.shape)} -> {out} ({wav.shape[0] / model.sample_rate:.2f} s)")
 
 
+def cmd_convert_nemo(args: argparse.Namespace) -> None:
+    from codec.nemo import load_nemo
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CodecError(f"{out}: exists and is not a folder; give an output folder")
+    torch.set_num_threads(args.threads)
+    result = load_nemo(args.input, revision=args.revision)
+    model = result.model
+    model.save_pretrained(out)
+    params = sum(p.numel() for p in model.parameters())
+    ignored = ", ".join(f"{name} {n}" for name, n in result.ignored.items()) or "none"
+    print(
+        f"{args.input} -> {out}: {model.sample_rate} Hz, {model.frame_rate:g} frames/s, {model.num_codebooks} "
+        f"codebooks x {model.codebook_size} codes ({model.bitrate / 1000:.2f} kbps), {params / 1e6:.1f} M parameters; "
+        f"weight norm stored as {result.weight_norm}; training-only tensors left out: {ignored}"
+    )
+
+
 def _format(path: Path) -> str:
     formats = {".wav": "WAV", ".flac": "FLAC"}
     if path.suffix.lower() not in formats:
@@ -103,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     enc.set_defaults(func=cmd_encode)
     dec.set_defaults(func=cmd_decode)
+    conv = sub.add_parser(
+        "convert-nemo", help="NVIDIA NeMo .nemo codec checkpoint -> config.json + model.safetensors (no NeMo needed)"
+    )
+    conv.add_argument("input", help=".nemo file, or a Hugging Face hub id holding one (downloaded when online)")
+    conv.add_argument("output", help="output folder (loadable with --model / NanoCodec.from_pretrained)")
+    conv.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
+    conv.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    conv.set_defaults(func=cmd_convert_nemo)
     return parser
 
 

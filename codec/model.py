@@ -2,6 +2,7 @@
 
     model = NanoCodec.from_config("configs/codec/cpu_12.5fps.yaml")    # random init from the `model:` section
     model = NanoCodec.from_pretrained("runs/codec/cpu_12.5fps")        # model.safetensors + config.json
+    model = NanoCodec.from_nemo("nvidia/nemo-nano-codec-22khz-1.78kbps-12.5fps")   # NVIDIA .nemo (codec/nemo.py)
     codes = model.encode(wav)          # float [B, T] at model.sample_rate -> long [B, K, F], F = ceil(T / hop)
     wav = model.decode(codes)          # long [B, K, F] -> float [B, F * hop]
     with model.streaming(batch_size=B):
@@ -257,6 +258,30 @@ class NanoCodec(StreamingModule):
         if not any(".parametrizations.weight." in k for k in state):
             model.remove_weight_norm()  # the weights were saved folded
         model.load_weights(state, source=str(weights_path))
+        if fold_weight_norm:
+            model.remove_weight_norm()
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+    @classmethod
+    def from_nemo(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        device: str | torch.device | None = None,
+        fold_weight_norm: bool = False,
+        revision: str | None = None,
+    ) -> NanoCodec:
+        """Load NVIDIA's NeMo `.nemo` codec checkpoint (a local file or a hub id) into our modules, in eval mode.
+
+        The geometry comes from the file's model_config.yaml; anything nanokoel cannot represent exactly is
+        refused by field name. See codec/nemo.py (the conversion) and `python -m codec convert-nemo`.
+        Raises:
+            codec.nemo.NemoError (a CodecError): unsafe/unreadable archive, unsupported config, unfitting weights.
+        """
+        from codec.nemo import load_nemo
+
+        model = load_nemo(path_or_hub_id, revision=revision).model
         if fold_weight_norm:
             model.remove_weight_norm()
         if device is not None:
