@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     from tts_lm import Synthesizer
 
     torch.set_num_threads(args.threads)
+    if shutil.which("ffmpeg") is None:
+        print("error: ffmpeg is not on PATH; Gradio needs it to stream audio: apt-get install ffmpeg (make setup)")
+        return 2
     limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, args.chunk_frames)
     try:
         tts = Synthesizer.from_pretrained(
