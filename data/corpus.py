@@ -173,7 +173,11 @@ def utterances_for(cfg: CorpusConfig, spec: VoiceSpec) -> int:
 
 
 def plan_corpus(cfg: CorpusConfig, g2p: G2P | None = None, vocab: PhonemeVocab | None = None) -> list[Planned]:
-    """Deterministic list of utterances for `cfg`: each speaker speaks its own unique sentences."""
+    """Deterministic list of utterances for `cfg`: each speaker speaks its own unique sentences.
+
+    Sentences are dealt round-robin (speaker i's k-th sentence is number k * speakers + i of the stream), so
+    raising utterances_per_speaker only adds sentences: a rebuild renders just the new ones.
+    """
     specs = cfg.voices
     if not specs:
         raise CorpusError(f"profile {cfg.name!r} lists no voices")
@@ -185,7 +189,7 @@ def plan_corpus(cfg: CorpusConfig, g2p: G2P | None = None, vocab: PhonemeVocab |
     vocab = vocab or PhonemeVocab.default()
     counts = [utterances_for(cfg, spec) for spec in specs]
     stream = iter_texts(cfg.seed, cfg.min_chars, cfg.max_chars, tuple(cfg.sources))
-    needed = sum(counts)
+    needed = len(specs) * max(counts)
     chosen: list[tuple[str, str, str]] = []  # (text, source, phonemes)
     while len(chosen) < needed:
         batch = list(itertools.islice(stream, max(64, int((needed - len(chosen)) * 1.05))))
@@ -200,10 +204,9 @@ def plan_corpus(cfg: CorpusConfig, g2p: G2P | None = None, vocab: PhonemeVocab |
             f"{cfg.min_chars}-{cfg.max_chars} characters; lower utterances_per_speaker or widen the length range"
         )
     plan = []
-    texts = iter(chosen)
-    for spec, count in zip(specs, counts, strict=True):
+    for i, (spec, count) in enumerate(zip(specs, counts, strict=True)):
         for k in range(count):
-            text, source, phonemes = next(texts)
+            text, source, phonemes = chosen[k * len(specs) + i]
             uid = f"{spec.speaker}-{k:04d}"
             plan.append(
                 Planned(
