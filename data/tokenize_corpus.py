@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -303,6 +304,8 @@ def tokenize_corpus(
     shards_dir = out / SHARDS_DIR
     pending = [s for s in plan[rank::world] if not shard_done(shards_dir, s)][:max_shards]
     model = load_codec(src, device)
+    if model.codebook_size > np.iinfo(np.int16).max + 1:
+        raise TokenizeError(f"--codec {codec}: {model.codebook_size} codes per codebook do not fit the int16 column")
     log.info(
         "%s: %d utterances in %d shards of %d; %d shard(s) to encode (%s, %d process(es), %g FPS codec)",
         manifest,
