@@ -222,10 +222,12 @@ class Discriminator(nn.Module):
         return {k: v for k, v in self.state_dict().items() if ".wavlm." not in k}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if ".wavlm." not in k]
-        if missing or unexpected:
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+        if missing or unexpected or wrong:
             raise ValueError(
                 f"discriminator checkpoint does not fit this DiscriminatorConfig (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}); resume with the config the run was started with"
+                f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}); resume with the run's own config"
             )
+        self.load_state_dict(state, strict=False)

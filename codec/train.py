@@ -82,6 +82,18 @@ class TrainConfig:
     cpu: bool = False  # force CPU even when a GPU is present
 
 
+@dataclass
+class TrainResult:
+    """What `train` leaves behind: out_dir (with model.safetensors), the last step, the per-step losses of this
+    process (this invocation only), and the unwrapped generator and discriminator."""
+
+    out_dir: Path
+    step: int
+    history: list[dict[str, float]]
+    generator: NanoCodec
+    discriminator: Discriminator
+
+
 class NonFiniteLossError(RuntimeError):
     """A NaN/inf loss: the run stopped before updating any weights with it."""
 
@@ -211,8 +223,8 @@ def validate(model: NanoCodec, utterances: list[np.ndarray]) -> tuple[dict[str, 
     return means, recons
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training as configured; returns out_dir, which then holds model.safetensors."""
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) training as configured; out_dir then holds the final model.safetensors."""
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -298,7 +310,7 @@ def train(cfg: TrainConfig) -> Path:
     discriminator.train()
     sums, count, t0 = defaultdict(float), 0, time.time()
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="codec", disable=not main, dynamic_ncols=True)
-    step, logged_real = start_step, False
+    step, logged_real, history = start_step, False, []
     for real in loader:
         seed_step(cfg.seed, step, rank)
         lr = learning_rate(cfg.optim, step, decay_every)
@@ -308,6 +320,7 @@ def train(cfg: TrainConfig) -> Path:
         logs = train_step(
             step, real.to(accelerator.device), generator, discriminator, opt_g, opt_d, losses, cfg, accelerator
         )
+        history.append({"step": step, **logs})
         step += 1
         bar.update(1)
         for k, v in logs.items():
@@ -354,7 +367,7 @@ def train(cfg: TrainConfig) -> Path:
         writer.close()
         say(f"codec.train: done at step {max(step, start_step)}; model in {out_dir / WEIGHTS_NAME}")
     accelerator.wait_for_everyone()
-    return out_dir
+    return TrainResult(out_dir, max(step, start_step), history, unwrapped, accelerator.unwrap_model(discriminator))
 
 
 def main(argv: list[str] | None = None) -> int:
