@@ -423,16 +423,19 @@ def _resolve_lm_dir(name: str | Path) -> Path:
 
 
 def load_codec(name: str | Path, device: str = "cpu") -> NanoCodec:
-    """A codec directory / hub id (NanoCodec.from_pretrained, weight norm folded) or an NVIDIA `.nemo` file."""
-    if str(name).endswith(".nemo"):
-        from_nemo = getattr(NanoCodec, "from_nemo", None)
-        if from_nemo is None:
-            raise SynthesisError(
-                f"{name}: this build of the codec cannot read NVIDIA .nemo checkpoints yet (NanoCodec.from_nemo "
-                "is missing); pass a codec directory (config.json + model.safetensors) instead"
-            )
-        return from_nemo(str(name)).to(device).eval()
-    return NanoCodec.from_pretrained(name, device=device, fold_weight_norm=True)
+    """A codec directory / hub id (NanoCodec.from_pretrained), or NVIDIA's NeMo codec: a `.nemo` file or a hub id
+    naming one ("nvidia/nemo-nano-codec-22khz-1.78kbps-12.5fps"), through NanoCodec.from_nemo. Weight norm folded."""
+    text = str(name)
+    is_nemo = text.endswith(".nemo") or (not Path(text).exists() and _HUB_ID.match(text) and "nemo" in text.lower())
+    if not is_nemo:
+        return NanoCodec.from_pretrained(name, device=device, fold_weight_norm=True)
+    from_nemo = getattr(NanoCodec, "from_nemo", None)
+    if from_nemo is None:
+        raise SynthesisError(
+            f"{name}: this build of the codec cannot read NVIDIA .nemo checkpoints (NanoCodec.from_nemo is missing); "
+            "pass a codec directory (config.json + model.safetensors) instead"
+        )
+    return from_nemo(name, device=device, fold_weight_norm=True)
 
 
 __all__ = [
