@@ -10,7 +10,7 @@ Layouts (`data.import_corpus` turns any of them into a manifest):
   vctk      ROOT/txt/<speaker>/<id>.txt + ROOT/wav48/<speaker>/<id>.wav (0.80) or
             ROOT/wav48_silence_trimmed/<speaker>/<id>_mic1.flac (0.92)
   nemo      a JSONL manifest: {"audio_filepath", "text", "speaker"?...}; relative paths are relative to it
-  hf        a Hugging Face dataset: a folder from `save_to_disk` or a hub name for `datasets.load_dataset`
+  hf        a Hugging Face dataset: in memory, a folder from `save_to_disk`, or a hub name for `load_dataset`
             (audio, text and speaker columns found by type and name, or given)
 Problems with the layout itself (missing metadata.csv, a bad JSONL line) raise `CorpusLayoutError` naming
 the file; problems with single utterances (missing transcript) are reported as skips by the importer.
@@ -23,6 +23,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datasets
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 TEXT_COLUMNS = ("text", "normalized_text", "sentence", "transcription", "transcript", "text_normalized")
@@ -142,22 +146,24 @@ def read_nemo(path: str | os.PathLike) -> Iterator[SourceUtterance]:
 
 
 def read_hf(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | datasets.Dataset | datasets.DatasetDict,
     split: str = "train",
     audio_column: str | None = None,
     text_column: str | None = None,
     speaker_column: str | None = None,
 ) -> Iterator[SourceUtterance]:
-    """A Hugging Face audio dataset (save_to_disk folder or hub name). Audio is read as raw file bytes
+    """A Hugging Face audio dataset (in memory, a save_to_disk folder or a hub name). Audio is read as raw file bytes
     (`Audio(decode=False)`), so no torchcodec is needed; the importer decodes them with soundfile."""
     import datasets
 
-    source = Path(name_or_path)
-    if source.is_dir():
-        ds = datasets.load_from_disk(str(source))
+    source = Path(name_or_path) if isinstance(name_or_path, str | os.PathLike) else None
+    if source is None:  # an in-memory Dataset / DatasetDict
+        ds, default_speaker = name_or_path, "hf"
+    elif source.is_dir():
+        ds, default_speaker = datasets.load_from_disk(str(source)), source.name
     else:
         try:
-            ds = datasets.load_dataset(str(name_or_path), split=split)
+            ds, default_speaker = datasets.load_dataset(str(name_or_path), split=split), str(name_or_path)
         except Exception as e:
             raise CorpusLayoutError(f"{name_or_path}: cannot load the Hugging Face dataset ({e})") from e
     if isinstance(ds, datasets.DatasetDict):
@@ -176,7 +182,9 @@ def read_hf(
     if speaker_column is not None and speaker_column not in features:
         raise CorpusLayoutError(f"{name_or_path}: no column {speaker_column!r} (columns: {', '.join(features)})")
     ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
-    default_speaker = source.name if source.is_dir() else str(name_or_path).replace("/", "_")
+    if not isinstance(ds, datasets.Dataset):
+        raise CorpusLayoutError(f"{name_or_path!r}: expected a datasets.Dataset, DatasetDict, folder or hub name")
+    default_speaker = default_speaker.replace("/", "_")
     for i, row in enumerate(ds):
         audio = row[audio_column] or {}
         data, file = audio.get("bytes"), audio.get("path")

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -121,10 +122,14 @@ def _reason(message: str) -> str:
 
 
 def import_corpus(
-    kind: str, source: str | os.PathLike, out: str | os.PathLike, opts: ImportOptions | None = None, **hf_options
+    kind: str, source: str | os.PathLike | Any, out: str | os.PathLike, opts: ImportOptions | None = None, **hf_options
 ) -> ImportResult:
-    """Read corpus `source` with adapter `kind` and write out/manifest.jsonl (+ phonemes.json, import_info.json)."""
+    """Read corpus `source` with adapter `kind` and write out/manifest.jsonl (+ phonemes.json, import_info.json).
+
+    `source` is a path (or hub name); for `hf` it may also be an in-memory datasets.Dataset / DatasetDict.
+    """
     t0 = time.time()
+    name = str(source) if isinstance(source, str | os.PathLike) else f"<in-memory {type(source).__name__}>"
     opts = opts or ImportOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +175,7 @@ def import_corpus(
             pool.terminate()
     if not utts:
         shown = "; ".join(skipped[:3]) or "the adapter found no utterances"
-        raise CorpusLayoutError(f"{source}: no usable utterances for `{kind}` ({shown})")
+        raise CorpusLayoutError(f"{name}: no usable utterances for `{kind}` ({shown})")
     speakers = {u.speaker for u in utts}
     disjoint = len(speakers) >= 3
     if disjoint:
@@ -178,7 +183,7 @@ def import_corpus(
         check_speaker_disjoint(utts)
     else:
         print(
-            f"warning: {source} has {len(speakers)} speaker(s), too few to hold whole speakers out; "
+            f"warning: {name} has {len(speakers)} speaker(s), too few to hold whole speakers out; "
             "validation/test are split by utterance (their speakers are NOT unseen)",
             file=sys.stderr,
         )
@@ -187,7 +192,7 @@ def import_corpus(
     splits = split_summary(utts)
     info = {
         "kind": kind,
-        "source": str(source),
+        "source": name,
         "utterances": len(utts),
         "hours": round(sum(u.duration for u in utts) / 3600, 3),
         "speakers": len(speakers),

@@ -182,6 +182,9 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     with pytest.raises(CorpusLayoutError, match="no split 'train' \\(has validation\\)"):
         list(read_corpus("hf", tmp_path / "hfdict"))
     assert len(list(read_corpus("hf", tmp_path / "hfdict", split="validation"))) == 6
+    # an in-memory Dataset works the same
+    import_corpus("hf", ds, tmp_path / "mem", OPTS)
+    assert [u.text for u in check(tmp_path / "mem", 6, 3)] == [u.text for u in utts]
 
 
 def test_cli_and_layout_errors(tmp_path, capsys):
