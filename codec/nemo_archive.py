@@ -98,7 +98,7 @@ def read_nemo_archive(path: str | os.PathLike) -> NemoArchive:
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise NemoError(f"{path}: not a .nemo file (not a readable tar archive: {e})") from e
+        raise NemoError(f"{path}: not a .nemo file (not a tar archive, plain or compressed: {_line(e)})") from e
     with tar, tempfile.TemporaryDirectory(prefix="nanokoel-nemo-") as tmp:
         try:
             members = _find_members(path, tar)
@@ -106,7 +106,7 @@ def read_nemo_archive(path: str | os.PathLike) -> NemoArchive:
                 member.name = key  # extract flat into our private folder, whatever `./` prefix it had
                 tar.extract(member, tmp, set_attrs=False, filter="data")
         except (tarfile.TarError, OSError, EOFError) as e:
-            raise NemoError(f"{path}: corrupt or truncated archive ({e})") from e
+            raise NemoError(f"{path}: corrupt or truncated archive ({_line(e)})") from e
         config = _read_config(path, Path(tmp) / CONFIG_MEMBER)
         state = _read_weights(path, Path(tmp) / WEIGHTS_MEMBER)
     return NemoArchive(path=path, config=config, state=state)
@@ -116,7 +116,7 @@ def _read_config(source: Path, file: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise NemoError(f"{source}: {CONFIG_MEMBER} is not valid YAML ({str(e).splitlines()[0]})") from e
+        raise NemoError(f"{source}: {CONFIG_MEMBER} is not valid YAML ({_line(e)})") from e
     if not isinstance(config, dict):
         raise NemoError(f"{source}: {CONFIG_MEMBER} is not a mapping of config fields")
     return config
@@ -127,9 +127,11 @@ def _read_weights(source: Path, file: Path) -> dict[str, torch.Tensor]:
         # weights_only: tensors, numbers, strings and containers only; any other pickled object is refused
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        why = f"it pickles the Python object {refused.group(1)}" if refused else f"{type(e).__name__}: {_line(e)}"
         raise NemoError(
             f"{source}: {WEIGHTS_MEMBER} is not a plain tensor state dict that torch.load(weights_only=True) "
-            f"accepts ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); refusing to unpickle it"
+            f"accepts ({why}); refusing to unpickle it"
         ) from e
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]  # a Lightning checkpoint rather than NeMo's bare state dict
@@ -175,12 +177,17 @@ def resolve_nemo_file(path_or_hub_id: str | os.PathLike, revision: str | None = 
     except NemoError:
         raise
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else ""
         raise NemoError(
             f"{name}: not a local .nemo file, and fetching it as a Hugging Face hub id failed "
-            f"({type(e).__name__}: {first}); check the path, or go online once to fill the cache"
+            f"({type(e).__name__}: {_line(e)}); check the path, or go online once to fill the cache"
         ) from e
 
 
 def _few(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _line(e: BaseException) -> str:
+    """An exception's message on one line (errors here are one line: the CLI prints them as such)."""
+    lines = [part.strip() for part in str(e).splitlines() if part.strip()]
+    return lines[0] if lines else type(e).__name__
