@@ -127,9 +127,12 @@ def make_handler(tts: Any, limits: DemoLimits):
                 chunk_frames=limits.chunk_frames,
             )
             chunks = []
-            for chunk in stream:
-                chunks.append(chunk)
-                yield (tts.sample_rate, to_int16(chunk)), gr.skip(), stats_markdown(stream.stats, done=False)
+            try:
+                for chunk in stream:
+                    chunks.append(chunk)
+                    yield (tts.sample_rate, to_int16(chunk)), gr.skip(), stats_markdown(stream.stats, done=False)
+            finally:  # also when the page goes away mid-stream: stop generating, hand the decoder back
+                stream.close()
         except gr.Error:
             raise
         except ValueError as e:  # SynthesisError, TextError, PromptError, GenerationError: the user's input
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if shutil.which("ffmpeg") is None:
-        print("error: ffmpeg is not on PATH; Gradio needs it to stream audio: apt-get install ffmpeg (make setup)")
+        print("error: ffmpeg is not on PATH; Gradio needs it to stream audio: apt-get install ffmpeg", file=sys.stderr)
         return 2
     limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, args.chunk_frames)
     try:
