@@ -95,6 +95,8 @@ def read_nemo_archive(path: str | os.PathLike) -> NemoArchive:
     path = Path(path)
     if not path.is_file():
         raise NemoError(f"{path}: no such .nemo file")
+    if not hasattr(tarfile, "data_filter"):  # extraction filters: Python 3.10.12+ / 3.11.4+
+        raise NemoError(f"{path}: reading .nemo files safely needs a Python with tarfile's filter='data'; upgrade")
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
