@@ -33,6 +33,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():  # mkstemp's name was reused, but give the file the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         if path.is_dir() and tmp_path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp_path, path)
