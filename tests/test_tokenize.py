@@ -256,9 +256,26 @@ def test_other_codec_is_refused(corpus: dict, reference: dict, tmp_path: Path, c
     assert len(list((partial / "shards").iterdir())) == 1
 
 
+NEMO = ROOT / "tests/fixtures/nemo/tiny.nemo"  # a tiny NeMo-layout codec checkpoint (codec.nemo's golden)
+
+
+@pytest.mark.skipif(not (hasattr(NanoCodec, "from_nemo") and NEMO.is_file()), reason="no .nemo loader or fixture")
+def test_nemo_checkpoint_as_codec(corpus: dict, reference: dict, tmp_path: Path) -> None:
+    assert tokenize_corpus(str(NEMO), corpus["manifest"], tmp_path / "nemo", SETTINGS, 4) is not None
+    ds, meta = load_tokens(tmp_path / "nemo")
+    codec = NanoCodec.from_nemo(NEMO)
+    assert meta["codec_hash"] != reference["meta"]["codec_hash"] and meta["num_codebooks"] == codec.num_codebooks
+    row = ds.with_format("numpy")[0]
+    wav, _ = load_audio(corpus["manifest"].parent / "audio" / f"{row['id']}.wav", codec.sample_rate)
+    np.testing.assert_array_equal(row["codes"], codec.encode(torch.from_numpy(wav)[None])[0].numpy())
+
+
 def test_codec_argument_errors(tmp_path: Path) -> None:
     if not hasattr(NanoCodec, "from_nemo"):
         with pytest.raises(TokenizeError, match="not supported yet"):
+            tokenize_corpus(str(tmp_path / "x.nemo"), tmp_path / "m.jsonl", tmp_path / "out")
+    else:
+        with pytest.raises(TokenizeError, match="no such .nemo file"):
             tokenize_corpus(str(tmp_path / "x.nemo"), tmp_path / "m.jsonl", tmp_path / "out")
     with pytest.raises(TokenizeError, match="expected a codec folder with model.safetensors"):
         tokenize_corpus(str(tmp_path / "nocodec"), tmp_path / "m.jsonl", tmp_path / "out")
