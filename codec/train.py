@@ -226,12 +226,20 @@ def validate(model: NanoCodec, utterances: list[np.ndarray]) -> tuple[dict[str, 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; out_dir then holds the final model.safetensors."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError(
+            "codec.train does not run under DeepSpeed: accelerate drives one model per DeepSpeed engine and ZeRO "
+            "shards the optimizer state that these checkpoints (safetensors + weights_only) restore whole; the "
+            "codec GAN (~60 M parameters with its discriminators) trains with DDP instead: accelerate launch "
+            "--config_file configs/accelerate/multi_gpu.yaml -m codec.train CONFIG ..."
+        )
     out_dir = Path(cfg.out_dir)
     main = accelerator.is_main_process
     say = tqdm.write if main else (lambda *_: None)
