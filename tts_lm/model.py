@@ -191,19 +191,13 @@ class KoelLM(nn.Module):
     def forward(self, batch: LMBatch, prior_weight: float = 0.0, return_logits: bool = False) -> LMOutput:
         """Teacher-forced forward: cross-entropy on every audio step (+ the alignment loss, weighted)."""
         c = self.config
-        s, bos, eos, pad = c.frames_per_step, c.audio_bos, c.audio_eos, c.audio_pad
-        batch_size, num_codebooks, num_frames = batch.codes.shape
+        batch_size, num_codebooks, _ = batch.codes.shape
         if num_codebooks != c.num_codebooks:
             raise ValueError(f"KoelLM: batch has {num_codebooks} codebooks, the model {c.num_codebooks}")
 
         # targets: frames, EOS, PAD -> steps; inputs: audio BOS then the targets shifted by one step
-        frames = torch.arange(num_frames + 1, device=batch.codes.device)[None, None, :]  # (1, 1, F+1)
-        target = F.pad(batch.codes, (0, 1), value=pad)  # (B, K, F+1)
-        target = torch.where(frames == batch.code_lens[:, None, None], eos, target)
-        target = torch.where(frames > batch.code_lens[:, None, None], pad, target)
-        target = stack_frames(target, s, pad)  # (B, C, Q)
-        audio_len = (batch.code_lens + 1 + s - 1) // s  # (B,) steps incl. the one with EOS
-        audio_in = torch.cat([torch.full_like(target[:, :, :1], bos), target[:, :, :-1]], dim=2)  # (B, C, Q)
+        target, audio_len = self.audio_targets(batch.codes, batch.code_lens)  # (B, C, Q), (B,)
+        audio_in = torch.cat([torch.full_like(target[:, :, :1], c.audio_bos), target[:, :, :-1]], dim=2)  # (B, C, Q)
 
         text_ids = text_with_specials(
             [ids[:n] for ids, n in zip(batch.phoneme_ids.cpu(), batch.phoneme_lens.tolist(), strict=True)],
@@ -235,8 +229,8 @@ class KoelLM(nn.Module):
         target = target.transpose(1, 2)  # (B, Q, C)
         logits = self.head(hidden[valid], target[valid])  # (N, C, V)
         flat_target = target[valid]  # (N, C)
-        ce = F.cross_entropy(logits.float().flatten(0, 1), flat_target.flatten(), ignore_index=pad)
-        counted = flat_target != pad
+        ce = F.cross_entropy(logits.float().flatten(0, 1), flat_target.flatten(), ignore_index=c.audio_pad)
+        counted = flat_target != c.audio_pad
         accuracy = (logits.argmax(-1) == flat_target)[counted].float().mean()
 
         align = self._alignment_loss(ctx, positions, text_len, audio_len, ~batch.uncond) if ctx else ce.new_zeros(())
@@ -247,6 +241,20 @@ class KoelLM(nn.Module):
             full[valid] = logits
             out.logits, out.hidden = full, hidden
         return out
+
+    def audio_targets(self, codes: torch.Tensor, code_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes long [B, K, F] + lengths [B] -> (targets long [B, C, Q], audio steps per row [B], EOS included).
+
+        Per row: its frames, audio EOS after the last one, then PAD; stacked into steps (C = K * frames_per_step,
+        Q = ceil((F + 1) / frames_per_step)). The output at audio step q predicts target step q.
+        """
+        c = self.config
+        s, eos, pad = c.frames_per_step, c.audio_eos, c.audio_pad
+        frames = torch.arange(codes.shape[2] + 1, device=codes.device)[None, None, :]  # (1, 1, F+1)
+        target = F.pad(codes, (0, 1), value=pad)  # (B, K, F+1)
+        target = torch.where(frames == code_lens[:, None, None], eos, target)
+        target = torch.where(frames > code_lens[:, None, None], pad, target)
+        return stack_frames(target, s, pad), (code_lens + 1 + s - 1) // s  # (B, C, Q), (B,)
 
     def _alignment_loss(
         self,
