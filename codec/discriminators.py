@@ -107,6 +107,7 @@ class STFTDiscriminator(nn.Module):
         self.post = _conv2d(channels, 1, (3, 3))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        wav = wav.float()  # the STFT runs in float32 under mixed precision
         spec = stft(wav, self.n_fft, self.hop_length, self.win_length, self.window, normalized=True)  # [B, F, T']
         x = torch.stack([spec.real, spec.imag], dim=1)  # [B, 2, F, T']
         x = rearrange(x, "b c f t -> b c t f")  # [B, 2, T', F]: time along H, frequency along W
