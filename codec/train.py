@@ -152,6 +152,7 @@ def train_step(
         opt_d.zero_grad(set_to_none=True)
         accelerator.backward(loss_d)
         logs["grad_norm/discriminator"] = clip_grad(discriminator, cfg.optim.grad_clip, accelerator)
+        check_finite({"discriminator gradient norm": torch.tensor(logs["grad_norm/discriminator"])}, step, accelerator)
         opt_d.step()
         logs["loss/discriminator"] = loss_d.item()
 
@@ -173,6 +174,7 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss_g)
     logs["grad_norm/generator"] = clip_grad(generator, cfg.optim.grad_clip, accelerator)
+    check_finite({"generator gradient norm": torch.tensor(logs["grad_norm/generator"])}, step, accelerator)
     opt_g.step()
     logs["loss/generator"] = loss_g.item()
     logs.update({f"loss/{name}": value.item() for name, (_, value) in terms.items()})
@@ -180,7 +182,7 @@ def train_step(
 
 
 def check_finite(named_losses: dict[str, torch.Tensor], step: int, accelerator) -> None:
-    """Raise NonFiniteLossError on every process when any process saw a NaN/inf loss."""
+    """Raise NonFiniteLossError on every process when any process saw a NaN/inf value (a loss or a gradient norm)."""
     values = torch.stack([v.detach().float() for v in named_losses.values()])
     bad = (~torch.isfinite(values)).float()
     if accelerator.num_processes > 1:
@@ -188,8 +190,9 @@ def check_finite(named_losses: dict[str, torch.Tensor], step: int, accelerator) 
     if bad.any():
         names = [n for n, b in zip(named_losses, bad.tolist(), strict=True) if b]
         raise NonFiniteLossError(
-            f"step {step}: non-finite loss ({', '.join(names)} is NaN/inf); stopped before updating the weights. "
-            "The last good checkpoint is kept; lower optim.lr or optim.grad_clip and rerun to resume from it"
+            f"step {step}: non-finite loss ({', '.join(names)} is NaN/inf); stopped before the optimizer step, and "
+            "nothing of this step is saved. Lower optim.lr (or set optim.grad_clip) and rerun to resume from the last "
+            "good checkpoint"
         )
 
 
@@ -325,9 +328,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        logs = train_step(
-            step, real.to(accelerator.device), generator, discriminator, opt_g, opt_d, losses, cfg, accelerator
-        )
+        try:
+            logs = train_step(
+                step, real.to(accelerator.device), generator, discriminator, opt_g, opt_d, losses, cfg, accelerator
+            )
+        except NonFiniteLossError as e:
+            bar.close()
+            last = latest_checkpoint(out_dir)
+            raise NonFiniteLossError(f"{e} ({last if last is not None else 'none written yet'})") from None
         history.append({"step": step, **logs})
         step += 1
         bar.update(1)

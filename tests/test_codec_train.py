@@ -282,8 +282,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
     # resume with an absurd learning rate: step 2's discriminator update overflows, so its generator loss is not
     # finite; the run must stop there, before the generator update, and write nothing
     bad = [*args[1:], "max_steps=5", "optim.lr=1e30", "optim.grad_clip=0"]
-    with pytest.raises(NonFiniteLossError, match=r"step 2: non-finite loss \(gan"):
+    with pytest.raises(NonFiniteLossError, match=r"step 2: non-finite loss \(gan") as err:
         train(load_config(TrainConfig, args[0], bad))
+    assert "step_00000002" in str(err.value)  # names the checkpoint to resume from
     after = snapshot(out)
     assert after == good  # the last good checkpoint (step 2) and the model are untouched, no new checkpoint
     assert NanoCodec.from_pretrained(out / "checkpoints" / "step_00000002") is not None
