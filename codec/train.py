@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from codec.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from codec.audio import AudioError
+from codec.checkpointing import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from codec.configuration import ConfigError, config_to_dict, load_config, save_config
-from codec.dataset import CropDataset, DataConfig, read_audio_manifest, split_items, validation_set
+from codec.dataset import CropDataset, DataConfig, ManifestError, read_audio_manifest, split_items, validation_set
 from codec.discriminators import Discriminator, DiscriminatorConfig
 from codec.losses import (
     LossConfig,
@@ -43,7 +44,7 @@ from codec.losses import (
     generator_loss,
     split_batch,
 )
-from codec.model import WEIGHTS_NAME, CodecConfig, NanoCodec
+from codec.model import WEIGHTS_NAME, CodecConfig, CodecError, NanoCodec
 from codec.speaker import SpeakerConsistencyLoss, build_speaker_encoder
 
 
@@ -259,14 +260,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     world, rank = accelerator.num_processes, accelerator.process_index
     crops = CropDataset(
         train_items,
-        sr,
-        segment,
-        cfg.batch_size,
-        cfg.seed,
-        rank,
-        world,
-        hours <= cfg.data.cache_max_hours,
-        cfg.max_steps,
+        sample_rate=sr,
+        segment_samples=segment,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world,
+        cache=hours <= cfg.data.cache_max_hours,
+        max_steps=cfg.max_steps,
     )
     decay_every = cfg.optim.decay_every or max(1, round(hours * 3600 / (cfg.batch_size * world * segment / sr)))
 
@@ -311,6 +312,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if crops.cache is not None and cfg.data.num_workers == 0:
         crops.preload(progress=main)
     val_set = validation_set(val_items, sr, cfg.data.val_utterances, cfg.data.val_max_seconds) if main else []
+    if main and not val_set:
+        say(f"codec.train: no validation: {cfg.data.manifest} has no '{cfg.data.val_split}' or 'test' utterances")
     loader = torch.utils.data.DataLoader(
         crops, batch_size=None, sampler=range(start_step, cfg.max_steps), num_workers=cfg.data.num_workers
     )
@@ -406,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"codec.train: {e}", file=sys.stderr)
         return 1
+    except (ConfigError, ManifestError, AudioError, CheckpointError, CodecError, OSError) as e:
+        print(f"codec.train: {e}", file=sys.stderr)  # bad manifest, audio, checkpoint, or a missing WavLM
+        return 2
     return 0
 
 

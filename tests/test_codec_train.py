@@ -298,6 +298,8 @@ def test_cli_help_and_config_errors(capsys):
     assert e.value.code == 0 and "Resumes automatically" in capsys.readouterr().out
     assert main([str(REPO / "configs/codec/quick_12.5fps.yaml"), "optim.lrr=1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
+    assert main([str(REPO / "configs/codec/quick_12.5fps.yaml"), "data.manifest=/no/such/manifest.jsonl"]) == 2
+    assert "manifest not found" in capsys.readouterr().err
 
 
 DDP_SCRIPT = """
