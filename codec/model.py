@@ -290,21 +290,7 @@ class NanoCodec(StreamingModule):
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load a state dict strictly: missing/unexpected keys and shape mismatches are one CodecError."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = [
-            f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-            for k, v in own.items()
-            if k in state and state[k].shape != v.shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_few(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys {_few(unexpected)}")
-        if wrong:
-            problems.append(f"wrong shapes (file vs model) {_few(wrong)}")
+        problems = state_dict_problems(self.state_dict(), state, what="file vs model")
         if problems:
             raise CodecError(f"{source}: weights do not fit the config: " + "; ".join(problems))
         self.load_state_dict(state, strict=True)
@@ -375,6 +361,34 @@ class NanoCodec(StreamingModule):
         q = self.vector_quantizer(latents)
         audio = self.audio_decoder(q.dequantized.to(latents.dtype))  # (B, F * hop)
         return CodecOutput(audio=audio, codes=q.indices, latents=latents, quantized=q.dequantized, input_audio=padded)
+
+
+def state_dict_problems(
+    own: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    what: str = "file vs model",
+    unexpected: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """What keeps `state` from loading strictly into a module whose state dict is `own`, as short phrases.
+
+    Missing keys, unexpected keys (plus any the caller already found) and shape mismatches, each list cut
+    to a few names; empty when `state` fits.
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(unexpected) | (set(state) - set(own)))
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_few(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes ({what}) {_few(wrong)}")
+    return problems
 
 
 def _few(items: list[str], n: int = 8) -> str:

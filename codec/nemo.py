@@ -44,7 +44,7 @@ from codec.conv import PAD_MODES
 from codec.decoder import DecoderConfig
 from codec.encoder import EncoderConfig
 from codec.fsq import QuantizerConfig
-from codec.model import CodecConfig, NanoCodec
+from codec.model import CodecConfig, NanoCodec, state_dict_problems
 from codec.nemo_archive import (
     CONFIG_MEMBER,
     WEIGHTS_MEMBER,
@@ -380,21 +380,7 @@ def convert_nemo(archive: NemoArchive) -> NemoConversion:
     model = NanoCodec(cfg)
     if form == "folded":
         model.remove_weight_norm()
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected += sorted(set(state) - set(own))
-    wrong = [
-        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_few(sorted(unexpected))}")
-    if wrong:
-        problems.append(f"wrong shapes (file vs config) {_few(wrong)}")
+    problems = state_dict_problems(model.state_dict(), state, what="file vs config", unexpected=unexpected)
     if problems:
         raise NemoError(f"{source}: {WEIGHTS_MEMBER} does not fit its {CONFIG_MEMBER}: " + "; ".join(problems))
     _check_fsq_buffers(source, model, state)
@@ -407,7 +393,3 @@ def convert_nemo(archive: NemoArchive) -> NemoConversion:
 def load_nemo(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> NemoConversion:
     """Read, check and convert a `.nemo` codec checkpoint (a local file or a hub id)."""
     return convert_nemo(read_nemo_archive(resolve_nemo_file(path_or_hub_id, revision)))
-
-
-def _few(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
