@@ -11,6 +11,7 @@ the codec imports nothing outside itself.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,34 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(wav, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file (no samples read)."""
+
+    path: Path
+    sample_rate: int
+    frames: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read the header of `path`. Raises AudioError for a missing, unreadable or empty file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise AudioError(f"{path}: unreadable audio ({e}); use wav, flac, ogg or mp3") from e
+    if info.frames <= 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    return AudioInfo(path=path, sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int | None = None,
@@ -45,15 +74,8 @@ def load_audio(
     Raises:
         AudioError: missing/unreadable file, empty, silent (unless allow_silent), NaN/inf, too long.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise AudioError(f"{path}: unreadable audio ({e}); use wav, flac, ogg or mp3") from e
-    if info.frames == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
+    info = audio_info(path)
+    path = info.path
     if info.duration > max_seconds:
         raise AudioError(f"{path}: {info.duration:.0f} s is too long (limit {max_seconds:.0f} s); split it first")
     try:

@@ -15,13 +15,12 @@ level; the peak limit keeps it from clipping.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from codec.audio import AudioError, check_array, load_audio, resample
+from codec.audio import AudioError, AudioInfo, audio_info, check_array, load_audio, resample
 from codec.fileio import atomic_path
 
 __all__ = [
@@ -124,34 +123,6 @@ def random_crop(wav: np.ndarray, num_samples: int, rng: np.random.Generator) -> 
         return np.pad(wav, (0, num_samples - wav.size))
     start = int(rng.integers(0, wav.size - num_samples + 1))
     return wav[start : start + num_samples]
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """Header facts of an audio file (no samples read)."""
-
-    path: Path
-    sample_rate: int
-    frames: int
-    channels: int
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate
-
-
-def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Read the header of `path`. Raises AudioError for a missing, unreadable or empty file."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise AudioError(f"{path}: unreadable audio ({e}); use wav, flac, ogg or mp3") from e
-    if info.frames <= 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
-    return AudioInfo(path=path, sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
 
 
 def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, comment: str | None = None) -> Path:
