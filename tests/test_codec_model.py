@@ -171,7 +171,7 @@ def test_config_overrides_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="model"):
         load_codec_config(other)
     # other top-level sections (the training engineer's) are ignored
-    other.write_text((CONFIGS / "quick_12.5fps.yaml").read_text() + "optim:\n  lr: 0.1\n")
+    other.write_text((CONFIGS / "quick_12.5fps.yaml").read_text() + "trainer_notes:\n  lr: 0.1\n")
     assert load_codec_config(other) == load_codec_config(CONFIGS / "quick_12.5fps.yaml")
 
 
