@@ -50,8 +50,10 @@ $(SETUP): pyproject.toml requirements.txt scripts/setup.sh
 	bash scripts/setup.sh
 
 # ---- corpus -------------------------------------------------------------------------------------------
+# $(SETUP) is order-only (after |): reinstalling dependencies must not make the corpus, and so every model
+# trained on it, look out of date.
 data: $(MANIFEST)
-$(MANIFEST): $(SETUP)
+$(MANIFEST): configs/data/$(CORPUS).yaml | $(SETUP)
 	$(PY) -m data.corpus --profile $(CORPUS) --out $(DATA_DIR)
 
 # ---- stage 1: codec (12.5 FPS, plus the 21.5 FPS baseline for the speed comparison) -----------------
@@ -76,7 +78,6 @@ $(BTOKENS_DIR)/meta.json: $(BASE_DIR)/model.safetensors $(MANIFEST)
 # ---- stage 3: LM --------------------------------------------------------------------------------------
 lm: $(LM_DIR)/model.safetensors
 $(LM_DIR)/model.safetensors: $(TOKENS_DIR)/meta.json
-	@$(PY) -c "import tts_lm.train" 2>/dev/null || { echo "make lm: stage 3 is not built yet (see issues)"; exit 1; }
 	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(TOKENS_DIR) out_dir=$(LM_DIR)
 
 lm-baseline: $(BLM_DIR)/model.safetensors
@@ -85,7 +86,6 @@ $(BLM_DIR)/model.safetensors: $(BTOKENS_DIR)/meta.json
 
 # ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
 app: $(SETUP)
-	@$(PY) -c "import apps.demo" 2>/dev/null || { echo "make app: the demo is not built yet (see issues)"; exit 1; }
 	$(PY) -m apps.demo --lm $(LM_DIR) --codec $(CODEC_DIR)
 
 eval: $(SETUP)
