@@ -25,6 +25,9 @@ BASE_CONFIG_paper  := configs/codec/nanocodec_21.5fps_1.89kbps.yaml
 LM_CONFIG_quick    := configs/lm/quick.yaml
 LM_CONFIG_cpu      := configs/lm/cpu.yaml
 LM_CONFIG_paper    := configs/lm/paper.yaml
+ALIGN_CONFIG_quick := configs/align/quick.yaml
+ALIGN_CONFIG_cpu   := configs/align/cpu.yaml
+ALIGN_CONFIG_paper := configs/align/cpu.yaml
 
 CORPUS      := $(CORPUS_$(PROFILE))
 DATA_DIR    := $(RUNS)/data/$(CORPUS)
@@ -35,6 +38,7 @@ TOKENS_DIR  := $(RUNS)/tokens/$(PROFILE)_12.5fps
 BTOKENS_DIR := $(RUNS)/tokens/$(PROFILE)_21.5fps
 LM_DIR      := $(RUNS)/tts_lm/$(PROFILE)_12.5fps
 BLM_DIR     := $(RUNS)/tts_lm/$(PROFILE)_21.5fps
+ALIGN_DIR   := $(RUNS)/align/$(PROFILE)_12.5fps
 
 ifeq ($(CODEC_CONFIG_$(PROFILE)),)
 $(error unknown PROFILE=$(PROFILE); use quick, cpu or paper)
@@ -83,6 +87,19 @@ $(LM_DIR)/model.safetensors: $(TOKENS_DIR)/meta.json
 lm-baseline: $(BLM_DIR)/model.safetensors
 $(BLM_DIR)/model.safetensors: $(BTOKENS_DIR)/meta.json
 	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(BTOKENS_DIR) out_dir=$(BLM_DIR)
+
+# ---- stage 4: preference alignment (DPO on the LM's own samples, ranked by ASR CER + speaker similarity) ----
+# ALIGN_ARGS="--workers 2" makes pairs on more CPU processes
+ALIGN_ARGS ?=
+ALIGN_SET  := $(ALIGN_CONFIG_$(PROFILE)) lm=$(LM_DIR) tokens=$(TOKENS_DIR) out_dir=$(ALIGN_DIR)
+.PHONY: align
+align: $(ALIGN_DIR)/eval/report.json
+$(ALIGN_DIR)/pairs/meta.json: $(LM_DIR)/model.safetensors $(TOKENS_DIR)/meta.json $(ALIGN_CONFIG_$(PROFILE))
+	$(PY) -m alignment.preference pairs $(ALIGN_SET) $(ALIGN_ARGS)
+$(ALIGN_DIR)/model.safetensors: $(ALIGN_DIR)/pairs/meta.json
+	$(PY) -m alignment.preference train $(ALIGN_SET)
+$(ALIGN_DIR)/eval/report.json: $(ALIGN_DIR)/model.safetensors
+	$(PY) -m alignment.preference evaluate $(ALIGN_SET)
 
 # ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
 app: $(SETUP)
