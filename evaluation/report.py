@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from data.manifest import Utterance, read_manifest
 from data.token_index import speaker_prompts
 from evaluation import plots
 from evaluation.asr import load_asr
+from evaluation.bench_utils import machine_info
 from evaluation.codec_eval import EvalUtterance, evaluate_codec
 from evaluation.report_text import render_report
 from evaluation.speaker import load_speaker_model
@@ -111,24 +110,6 @@ def codec_speaker_loss(codec_dir: str) -> dict[str, Any]:
     encoder, weight = loss.get("speaker_encoder"), float(loss.get("speaker_weight", 0.0))
     active = encoder not in (None, "none") and weight > 0
     return {"known": True, "encoder": encoder if active else None, "weight": weight, "source": str(path)}
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -237,6 +218,7 @@ def deterministic_part(metrics: dict[str, Any]) -> dict[str, Any]:
     """metrics.json without wall-clock numbers: what must be identical for the same inputs and seed."""
     copy = json.loads(json.dumps(metrics))
     copy.pop("timing", None)
+    copy["setup"]["machine"].pop("load_average", None)
     if copy.get("tts"):
         for key in TIMING_KEYS:
             copy["tts"]["summary"].pop(key, None)

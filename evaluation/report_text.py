@@ -57,7 +57,8 @@ def render_report(metrics: dict[str, Any], figures: dict[str, str], examples: li
         + f", {setup['num_evaluated']} utterances picked with seed {setup['seed']}",
         f"- ASR (CER/WER): **{setup['asr']}**; speaker similarity (SECS): **{setup['speaker']}**; "
         f"SECS: {_speaker_note(setup)}",
-        f"- machine: {m['cpu']}, torch {m['torch']}, {m['torch_threads']} thread(s)",
+        f"- machine: {m['cpu']}, torch {m['torch']}, {m['torch_threads']} thread(s), load average {m['load_average']} "
+        "at the start (RTF and time to first audio are wall clock)",
         "",
         "## Codec: reconstruction quality",
         "",
