@@ -105,13 +105,18 @@ $(ALIGN_DIR)/eval/report.json: $(ALIGN_DIR)/model.safetensors
 app: $(SETUP)
 	$(PY) -m apps.demo --lm $(LM_DIR) --codec $(CODEC_DIR)
 
+# eval: the codec, plus the LM once `make lm` has trained it (EVAL_ARGS="--num 100 --asr faster-whisper:tiny.en" ...)
+EVAL_ARGS ?=
 eval: $(SETUP)
-	@$(PY) -c "import evaluation.__main__" 2>/dev/null || { echo "make eval: evaluation is not built yet (see issues)"; exit 1; }
-	$(PY) -m evaluation --codec $(CODEC_DIR) --lm $(LM_DIR) --manifest $(MANIFEST) --out $(RUNS)/eval/$(PROFILE)
+	$(PY) -m evaluation --codec $(CODEC_DIR) --lm $(LM_DIR) --manifest $(MANIFEST) --out $(RUNS)/eval/$(PROFILE) $(EVAL_ARGS)
 
+# bench: random-init CPU-profile models, or the trained pairs once both `make lm` and `make lm-baseline` have run
+# (same architecture at both frame rates). BENCH_ARGS="--threads 2", "--smoke", ...
+BENCH_ARGS ?=
+BENCH_MODELS = $(if $(and $(wildcard $(LM_DIR)/model.safetensors),$(wildcard $(BLM_DIR)/model.safetensors)),\
+	--codec-12 $(CODEC_DIR) --lm-12 $(LM_DIR) --codec-21 $(BASE_DIR) --lm-21 $(BLM_DIR))
 bench: $(SETUP)
-	@$(PY) -c "import evaluation.bench" 2>/dev/null || { echo "make bench: benchmarks are not built yet (see issues)"; exit 1; }
-	$(PY) -m evaluation.bench --out $(RUNS)/bench
+	$(PY) -m evaluation.bench --out $(RUNS)/bench $(BENCH_MODELS) $(BENCH_ARGS)
 
 # ---- checks -------------------------------------------------------------------------------------------
 test: $(SETUP)
