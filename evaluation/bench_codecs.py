@@ -129,30 +129,13 @@ def peer(kind: str, scale: str = "full") -> CodecUnderTest:
     return CodecUnderTest(f"{name} (transformers)", cfg.sampling_rate, float(rate), float(bits), params, encode, decode)
 
 
-@torch.inference_mode()
 def bench_codec_speed(settings: BenchSettings, progress: bool = True) -> list[dict[str, Any]]:
     """Encode / decode RTF per codec (medians of interleaved rounds) and the ratios to NanoCodec 12.5 FPS."""
+    # built outside inference mode: weight-norm folding there would leave plain tensors, not Parameters
     codecs = [nanocodec(c, settings.codec_overrides) for c in settings.paper_codecs]
     codecs += [peer(kind, settings.peer_scale) for kind in settings.peers]
-    speech = espeak_speech(LONG_TEXT, 22050, settings.codec_seconds)
-    inputs = {c.name: torch.from_numpy(resample(speech, 22050, c.sample_rate))[None] for c in codecs}  # (1, T)
-    times: dict[str, dict[str, list[float]]] = {c.name: {"encode": [], "decode": [], "stream": []} for c in codecs}
-    rounds = settings.codec_repeats + 1  # the first round warms up and is not counted
-    bar = tqdm(total=rounds * len(codecs), desc="bench 2/3: codec speed vs peers", disable=not progress)
-    for r in range(rounds):
-        for c in codecs:  # interleaved
-            x = inputs[c.name]
-            codes = c.encode(x)
-            t = times[c.name]
-            enc, dec = timed(lambda c=c, x=x: c.encode(x)), timed(lambda c=c, codes=codes: c.decode(codes))
-            stream = timed(lambda c=c, codes=codes: c.stream_decode(codes)) if c.stream_decode else float("nan")
-            if r > 0:
-                t["encode"].append(enc)
-                t["decode"].append(dec)
-                t["stream"].append(stream)
-            bar.update(1)
-    bar.close()
-
+    with torch.inference_mode():
+        times, inputs = _interleaved_rounds(codecs, settings, progress)
     rows = []
     for c in codecs:
         seconds = inputs[c.name].shape[-1] / c.sample_rate
@@ -180,3 +163,29 @@ def bench_codec_speed(settings: BenchSettings, progress: bool = True) -> list[di
         if row["stream_decode_rtf"] is not None:
             row["stream_decode_vs_nanocodec"] = row["stream_decode_rtf"] / base["stream_decode_rtf"]
     return rows
+
+
+def _interleaved_rounds(
+    codecs: list[CodecUnderTest], settings: BenchSettings, progress: bool
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, torch.Tensor]]:
+    """Seconds per call {codec: {"encode", "decode", "stream": [per round]}} and the inputs [1, T] per codec."""
+    speech = espeak_speech(LONG_TEXT, 22050, settings.codec_seconds)
+    inputs = {c.name: torch.from_numpy(resample(speech, 22050, c.sample_rate))[None] for c in codecs}  # (1, T)
+    times: dict[str, dict[str, list[float]]] = {c.name: {"encode": [], "decode": [], "stream": []} for c in codecs}
+    rounds = settings.codec_repeats + 1  # the first round warms up and is not counted
+    bar = tqdm(total=rounds * len(codecs), desc="bench 2/3: codec speed vs peers", disable=not progress)
+    for r in range(rounds):
+        for c in codecs:  # interleaved
+            x = inputs[c.name]
+            codes = c.encode(x)
+            t = times[c.name]
+            enc, dec = timed(lambda c=c, x=x: c.encode(x)), timed(lambda c=c, codes=codes: c.decode(codes))
+            stream = timed(lambda c=c, codes=codes: c.stream_decode(codes)) if c.stream_decode else float("nan")
+            if r > 0:
+                t["encode"].append(enc)
+                t["decode"].append(dec)
+                t["stream"].append(stream)
+            bar.update(1)
+    bar.close()
+
+    return times, inputs

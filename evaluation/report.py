@@ -127,6 +127,17 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
         codec = load_codec(cfg.codec)
     except (ValueError, OSError) as e:  # CodecError, SynthesisError (.nemo), missing files
         raise EvalError(f"--codec {cfg.codec}: cannot load it ({e}); train one first (make codec)") from e
+    tts, tts_skipped = None, None  # the LM is loaded now, so that a mismatch fails before hours of work
+    lm_dir = Path(cfg.lm) if cfg.lm else None
+    if lm_dir is None:
+        tts_skipped = "no --lm given: codec only"
+    elif not (lm_dir / "model.safetensors").is_file():
+        tts_skipped = f"{lm_dir} holds no trained LM yet (make lm): codec only"
+    else:
+        try:
+            tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec)
+        except ValueError as e:  # SynthesisError: the LM was trained on another codec's tokens, ...
+            raise EvalError(f"--lm {lm_dir} with --codec {cfg.codec}: {e}") from e
     chosen, prompts = select_utterances(read_manifest(cfg.manifest), cfg.split, cfg.num, cfg.seed, cfg.max_seconds)
     sr = codec.sample_rate
     loaded: dict[str, EvalUtterance] = {}
@@ -143,15 +154,9 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
     codec_result = evaluate_codec(codec, targets, asr, speaker, progress=cfg.progress)
     timing["codec_s"] = time.perf_counter() - tic
 
-    tts_result, tts_skipped = None, None
-    lm_dir = Path(cfg.lm) if cfg.lm else None
-    if lm_dir is None:
-        tts_skipped = "no --lm given: codec only"
-    elif not (lm_dir / "model.safetensors").is_file():
-        tts_skipped = f"{lm_dir} holds no trained LM yet (make lm): codec only"
-    else:
+    tts_result = None
+    if tts is not None:
         tic = time.perf_counter()
-        tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec)
         pairs = [(loaded[u.id], loaded[prompts[u.id].id]) for u in chosen if u.id in prompts]
         tts_result = evaluate_tts(
             tts, pairs, asr, speaker, cfg.seed, cfg.cfg_scale, cfg.temperature, cfg.top_k, progress=cfg.progress

@@ -10,7 +10,9 @@ import math
 
 import pytest
 
+from codec import NanoCodec
 from evaluation.bench import main
+from evaluation.bench_utils import BenchSettings
 from tests.tiny_tts import save_tiny_models
 
 REQUIRED = ("rtf_12_5", "rtf_21_5", "rtf_ratio", "ttfa_12_5_ms", "ttfa_21_5_ms")
@@ -48,6 +50,10 @@ def test_smoke_bench_writes_results(tmp_path, capsys):
     assert any(n.startswith("DAC") for n in speed) and len(speed) == 5
     base = r["codec_speed"][0]
     assert base["codec"].startswith("NanoCodec 12.5") and base["encode_vs_nanocodec"] == 1.0
+    smoke = BenchSettings.smoke()
+    folded = NanoCodec.from_config(smoke.paper_codecs[0], list(smoke.codec_overrides))
+    folded.remove_weight_norm()  # what the benchmark times (inference form), all its weights still Parameters
+    assert base["parameters_m"] * 1e6 == pytest.approx(sum(p.numel() for p in folded.parameters()))
     for row in r["codec_speed"]:
         assert positive(row["encode_rtf"]) and positive(row["decode_rtf"])
         assert row["decode_vs_nanocodec"] == pytest.approx(row["decode_rtf"] / base["decode_rtf"])

@@ -5,13 +5,16 @@ codec-only mode when the LM is not trained yet, the optimistic-SECS note, and th
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from alignment import G2P
+from codec import NanoCodec
 from codec.audio import load_audio
 from codec.configuration import save_config
+from codec.fsq import QuantizerConfig
 from codec.metrics import mel_distance, si_sdr
 from codec.train import TrainConfig
 from data.manifest import Utterance, read_manifest, write_manifest
@@ -139,12 +142,17 @@ def test_codec_only_until_the_lm_is_trained(corpus, capsys):
 
 
 def test_cli_errors(corpus, capsys):
-    root, manifest, _, codec_dir = corpus
+    root, manifest, lm_dir, codec_dir = corpus
     assert main(["--codec", str(codec_dir), "--manifest", str(root / "nope.jsonl"), "--out", str(root / "x")]) == 2
     assert "no such manifest" in capsys.readouterr().err
     assert main(["--codec", str(root / "no_codec"), "--manifest", str(manifest), "--out", str(root / "x")]) == 2
     assert "make codec" in capsys.readouterr().err
     code = main(["--codec", str(codec_dir), "--manifest", str(manifest), "--out", str(root / "x"), "--split", "dev"])
     assert code == 2 and "no 'dev' utterances" in capsys.readouterr().err
+    one_codebook = QuantizerConfig(num_groups=1, num_levels_per_group=[4] * 4)  # 256 codes: not the LM's codec
+    NanoCodec(replace(tiny_codec_config(), quantizer=one_codebook)).save_pretrained(root / "other_codec")
+    code = main(["--codec", str(root / "other_codec"), "--lm", str(lm_dir), "--manifest", str(manifest),
+                 "--out", str(root / "x")])  # fmt: skip
+    assert code == 2 and "do not belong together" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
