@@ -31,10 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +60,7 @@ from alignment.preference_scoring import (
 )
 from codec.configuration import config_to_dict
 from codec.fileio import atomic_path
+from codec.parallel import run_spawned_pool
 from tts_lm.dataset import read_tokens
 from tts_lm.generate import GenerationError
 from tts_lm.model import KoelLM
@@ -206,25 +205,7 @@ def _worker_make(shard: PairShard) -> tuple[int, int]:
 
 def _run_pool(pending: list[PairShard], workers: int, cfg: AlignConfig, shards_dir: Path, bar: tqdm) -> None:
     """Make `pending` on `workers` spawned 1-thread processes; the first failure cancels the rest and is raised."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    init = (cfg, shards_dir, queue)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = [pool.submit(_worker_make, shard) for shard in pending]
-        running = set(futures)
-        while running:
-            while not queue.empty():
-                bar.update(queue.get())
-            done, running = wait(running, timeout=0.2, return_when=FIRST_EXCEPTION)
-            if any(f.exception() for f in done):
-                for f in running:
-                    f.cancel()
-                break
-        for f in futures:
-            if f.done() and not f.cancelled() and f.exception():
-                raise f.exception()
-    while not queue.empty():
-        bar.update(queue.get())
+    run_spawned_pool(_worker_make, pending, workers, _worker_init, (cfg, shards_dir), bar.update)
 
 
 # ---- the whole step ------------------------------------------------------------------------------------------

@@ -27,11 +27,9 @@ import argparse
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +44,7 @@ from alignment.vocab import PhonemeVocab
 from codec import CodecError, NanoCodec
 from codec.configuration import config_to_dict
 from codec.fileio import write_json_atomic
+from codec.parallel import run_spawned_pool
 from data.manifest import VOCAB_NAME, ManifestError, read_manifest
 from data.token_index import META_NAME, SHARDS_DIR, load_tokens, merge, plan_fingerprint, speaker_prompts
 from data.token_shards import (
@@ -226,25 +225,7 @@ def _run_pool(
     The first failure cancels the shards not yet started and is re-raised; a worker that dies (killed, out
     of memory) raises BrokenProcessPool instead of hanging the run.
     """
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    init = (src, vocab, settings, shards_dir, q)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init) as pool:
-        futures = [pool.submit(_worker_encode, shard) for shard in pending]
-        running = set(futures)
-        while running:
-            while not q.empty():
-                bar(q.get())
-            done, running = wait(running, timeout=0.2, return_when=FIRST_EXCEPTION)
-            if any(f.exception() for f in done):
-                for f in running:
-                    f.cancel()
-                break
-        for f in futures:
-            if f.done() and not f.cancelled() and f.exception():
-                raise f.exception()
-    while not q.empty():
-        bar(q.get())
+    run_spawned_pool(_worker_encode, pending, workers, _worker_init, (src, vocab, settings, shards_dir), bar)
 
 
 # ---- the whole run ------------------------------------------------------------------------------------------
