@@ -56,6 +56,7 @@ from data.manifest import (
     VOCAB_NAME,
     Utterance,
     check_speaker_disjoint,
+    format_split_lines,
     speaker_disjoint_split,
     split_summary,
     write_manifest,
@@ -472,8 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({info['voices']} voices), engines {', '.join(info['engines'])}, {result.seconds:.0f} s "
         f"({result.rendered} rendered, {result.reused} reused, skipped {result.skipped or 'none'})"
     )
-    for split, s in info["splits"].items():
-        print(f"  {split:10s} {s['utterances']:6d} utterances {s['hours']:7.2f} h {s['speakers']:3d} speakers")
+    print("\n".join(format_split_lines(info["splits"])))
     return 0
 
 

@@ -45,6 +45,7 @@ from data.manifest import (
     VOCAB_NAME,
     Utterance,
     check_speaker_disjoint,
+    format_split_lines,
     speaker_disjoint_split,
     split_summary,
     utterance_split,
@@ -298,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.manifest}: {info['utterances']} utterances, {info['hours']:.2f} h, {info['speakers']} speakers, "
         f"skipped {info['skipped'] or 'none'}"
     )
-    for split, s in info["splits"].items():
-        print(f"  {split:10s} {s['utterances']:6d} utterances {s['hours']:7.2f} h {s['speakers']:3d} speakers")
+    print("\n".join(format_split_lines(info["splits"])))
     return 0
 
 

@@ -241,3 +241,11 @@ def split_summary(utts: Iterable[Utterance]) -> dict[str, dict]:
             "voices": sorted({u.voice for u in part}),
         }
     return out
+
+
+def format_split_lines(splits: dict[str, dict]) -> list[str]:
+    """One aligned line per split of a corpus info's "splits" (utterances, hours, speaker count), for CLIs."""
+    return [
+        f"  {split:10s} {s['utterances']:6d} utterances {s['hours']:7.2f} h {s['speakers']:3d} speakers"
+        for split, s in splits.items()
+    ]
