@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -140,6 +142,42 @@ class CodecOutput:
     input_audio: torch.Tensor
 
 
+# Gains of `init_weights`: relu-like activations (leaky ReLU, half snake) halve a zero-mean signal's power.
+RELU_GAIN = math.sqrt(2.0)
+RESIDUAL_GAIN = 0.3  # each residual branch starts at ~0.3 x its input, so a residual layer is near identity
+ENCODER_INPUT_GAIN = 5.0  # speech has std ~0.1: lift it to ~0.5 at the first layer
+DECODER_OUTPUT_GAIN = 0.2  # start quiet, well inside the output clamp
+
+
+def init_weights(codec: nn.Module) -> None:
+    """Variance-preserving (He) init of every conv: the signal keeps its scale through the whole codec.
+
+    PyTorch's default conv init scales the power by ~1/3 per conv, ~1/6 with the activation, so the fresh
+    encoder's five strided stages shrank speech to latents with a time std of ~3e-4: every frame rounded to
+    the same FSQ code, the decoder learnt the average spectrum from its biases, and training collapsed to one
+    code per codebook. Here each conv's weight is N(0, gain^2 / fan_in) (fan_in counts what one output sample
+    sees: in_channels / groups x kernel, divided by the stride for a transposed conv), biases start at zero,
+    and weight norm's magnitude starts at the direction's norm, so the effective weight is that draw.
+    """
+    for name, module in codec.named_modules():
+        if not isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) or not parametrize.is_parametrized(module, "weight"):
+            continue
+        fan_in = module.in_channels // module.groups * module.kernel_size[0]
+        if isinstance(module, nn.ConvTranspose1d):
+            fan_in /= module.stride[0]
+        gain = {
+            "audio_encoder.pre_conv.conv": ENCODER_INPUT_GAIN,
+            "audio_decoder.pre_conv.conv": 1.0,  # its input, the FSQ codes, is not rectified
+            "audio_decoder.post_conv.conv": DECODER_OUTPUT_GAIN,
+        }.get(name, RELU_GAIN * (RESIDUAL_GAIN if name.endswith("skip_conv.conv") else 1.0))
+        weight = module.parametrizations.weight
+        with torch.no_grad():
+            direction = weight.original1.normal_(0.0, gain / math.sqrt(fan_in))
+            weight.original0.copy_(direction.norm(dim=tuple(range(1, direction.dim())), keepdim=True))
+            if module.bias is not None:
+                module.bias.zero_()
+
+
 class NanoCodec(StreamingModule):
     """Encoder + group FSQ + causal decoder. See the module docstring for the API."""
 
@@ -149,6 +187,7 @@ class NanoCodec(StreamingModule):
         self.audio_encoder = HiFiGANEncoder(cfg.encoder, encoded_dim=cfg.latent_dim)
         self.vector_quantizer = GroupFiniteScalarQuantizer.from_config(cfg.quantizer)
         self.audio_decoder = HiFiGANDecoder(cfg.decoder, input_dim=cfg.latent_dim)
+        init_weights(self)
 
     # -- geometry -------------------------------------------------------------------------------------------
     @property

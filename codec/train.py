@@ -55,6 +55,7 @@ class OptimConfig:
     lr_decay: float = 0.998  # multiplied in once per `decay_every` steps
     decay_every: int = 0  # steps; 0 = one epoch-equivalent of the training split
     grad_clip: float = 10.0  # max gradient norm, each network; 0 = no clipping
+    encoder_lr_scale: float = 1.0  # the encoder's lr = lr x this (< 1 keeps a fresh encoder from collapsing)
 
 
 @dataclass
@@ -118,6 +119,20 @@ class Losses(nn.Module):
         self.reconstruction = ReconstructionLoss(cfg, sample_rate)
         encoder = build_speaker_encoder(cfg.speaker_encoder) if cfg.speaker_weight > 0 else None
         self.speaker = SpeakerConsistencyLoss(encoder, sample_rate) if encoder is not None else None
+
+
+def generator_param_groups(generator: NanoCodec, cfg: OptimConfig) -> list[dict]:
+    """Two Adam groups: the encoder at lr x encoder_lr_scale (its `lr_scale`), everything else at lr.
+
+    With one learning rate, Adam moves every encoder weight by ~lr per step while the decoder still ignores its
+    input; a fresh encoder then drifts to constant latents (lr 2e-4) or saturates the FSQ (lr 1e-3), one code
+    per codebook either way. Measured on the CPU profile: decoder 1e-3 with the encoder at 1e-4 keeps the codes
+    spread and learns (val STOI 0.40 -> 0.57 in 200 steps), where a shared lr collapsed within 50 steps.
+    """
+    encoder = list(generator.audio_encoder.parameters())
+    encoder_ids = {id(p) for p in encoder}
+    rest = [p for p in generator.parameters() if id(p) not in encoder_ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": encoder, "lr_scale": cfg.encoder_lr_scale}]
 
 
 def train_step(
@@ -276,7 +291,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     generator = NanoCodec(cfg.model)
     discriminator = Discriminator(cfg.discriminator, sr)
     losses = Losses(cfg.loss, sr).to(accelerator.device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    opt_g = torch.optim.Adam(
+        generator_param_groups(generator, cfg.optim), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
+    )
     opt_d = torch.optim.Adam(
         [p for p in discriminator.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
     )
@@ -330,7 +347,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         lr = learning_rate(cfg.optim, step, decay_every)
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         try:
             logs = train_step(
                 step, real.to(accelerator.device), generator, discriminator, opt_g, opt_d, losses, cfg, accelerator

@@ -289,6 +289,25 @@ def test_training_forward_output_and_gradients():
     assert any(g.abs().sum() > 0 for g in encoder_grads)
 
 
+def test_fresh_codec_keeps_the_signal_and_spreads_the_codes(tmp_path):
+    """init_weights: a fresh CPU-profile codec's latents follow real speech, so its frames take many FSQ codes.
+
+    Under PyTorch's default conv init the latents' time std was ~3e-4 and every frame got the same code
+    (training then collapsed to one code per codebook)."""
+    torch.manual_seed(0)
+    model = NanoCodec.from_config("configs/codec/cpu_12.5fps.yaml").eval()
+    wav, sr = synthesize(SENTENCE, tmp_path, sample_rate=model.sample_rate)
+    with torch.no_grad():
+        out = model(torch.from_numpy(wav)[None])
+    assert 0.05 < out.latents.std(dim=-1).mean() < 2.0  # latents vary over time, FSQ tanh not saturated
+    distinct = [len(set(out.codes[0, k].tolist())) for k in range(model.num_codebooks)]
+    assert min(distinct) >= out.codes.shape[-1] // 4, distinct
+    assert 0.01 < out.audio.std() < 1.0  # audible, inside the output clamp
+    for module in model.modules():  # biases start at zero
+        if isinstance(module, torch.nn.Conv1d | torch.nn.ConvTranspose1d) and module.bias is not None:
+            assert not module.bias.any()
+
+
 # ---- checkpoints, weight norm ------------------------------------------------------------------------------------
 
 

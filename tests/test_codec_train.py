@@ -20,7 +20,7 @@ from codec.losses import LossConfig, ReconstructionLoss, discriminator_loss, fea
 from codec.model import NanoCodec
 from codec.speaker import ResemblyzerEncoder, SpeakerConsistencyLoss, normalize_volume
 from codec.spectral import MelConfig, MelSpectrogram, Resampler, mel_filterbank
-from codec.train import NonFiniteLossError, TrainConfig, main, train
+from codec.train import NonFiniteLossError, OptimConfig, TrainConfig, generator_param_groups, main, train
 from tests.speech import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +239,14 @@ def test_manifest_errors_name_the_line(tmp_path):
         read_audio_manifest(path)
     with pytest.raises(ManifestError, match="not found"):
         read_audio_manifest(tmp_path / "missing.jsonl")
+
+
+def test_encoder_learning_rate_scale():
+    model = NanoCodec.from_config("configs/codec/quick_12.5fps.yaml")
+    rest, encoder = generator_param_groups(model, OptimConfig(lr=1e-3, encoder_lr_scale=0.1))
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.audio_encoder.parameters()}
+    assert len(rest["params"]) + len(encoder["params"]) == len(list(model.parameters()))
+    assert (rest["lr_scale"], encoder["lr_scale"]) == (1.0, 0.1)
 
 
 # ---- the training loop ---------------------------------------------------------------------------------------
