@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils import parametrize
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+from torch.nn.utils import parametrize
 
 from codec.audio import check_waveform
 from codec.configuration import ConfigError, config_from_dict, config_to_dict
