@@ -21,9 +21,11 @@ the embedded corpus manifest (runs/data/<profile>/manifest.jsonl), when it exist
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import shutil
 import sys
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,21 @@ def to_int16(chunk: np.ndarray) -> np.ndarray:
     return (np.clip(chunk, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+def wav_bytes(sample_rate: int, pcm: np.ndarray) -> bytes:
+    """One streamed chunk as an in-memory 16-bit mono WAV.
+
+    Yielding bytes (not a (rate, array) tuple) keeps Gradio from writing each chunk to its content-addressed file
+    cache: two requests streaming identical audio (same text, voice and seed) would write and read the same file at
+    once, and one of them would fail on a half-written chunk."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return buf.getvalue()
+
+
 def stats_markdown(stats: Any, done: bool) -> str:
     ttfa = "…" if stats.ttfa_s is None else f"{stats.ttfa_s * 1000:.0f} ms"
     if not done:
@@ -130,7 +147,8 @@ def make_handler(tts: Any, limits: DemoLimits):
             try:
                 for chunk in stream:
                     chunks.append(chunk)
-                    yield (tts.sample_rate, to_int16(chunk)), gr.skip(), stats_markdown(stream.stats, done=False)
+                    progress = stats_markdown(stream.stats, done=False)
+                    yield wav_bytes(tts.sample_rate, to_int16(chunk)), gr.skip(), progress
             finally:  # also when the page goes away mid-stream: stop generating, hand the decoder back
                 stream.close()
         except gr.Error:
