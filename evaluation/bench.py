@@ -176,7 +176,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     for row in r["lm_training"]:
         lines.append(
             f"| LM training ({row['parameters_m']:.1f} M params, {row['rows']} rows x {row['sequence_positions']} "
-            f"positions) | {row['lm_profile']} on {row['frame_rate']:.1f} FPS codes | random init | "
+            f"positions) | {r['settings']['lm_config']} on {row['frame_rate']:.1f} FPS codes | random init | "
             f"{_f(row['steps_per_s'])} steps/s, "
             f"{_f(row['samples_per_s'])} samples/s, {_f(row['audio_s_per_s'])} s of audio per s |"
         )

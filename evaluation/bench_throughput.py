@@ -211,7 +211,6 @@ def _lm_training(config: str, settings: BenchSettings, ids: list[int], seconds: 
 
     step_s = median([timed(step) for _ in range(settings.train_steps + 1)][1:])  # the first step warms up
     return {
-        "lm_profile": settings.lm_config,
         "codec_profile": config,
         "frame_rate": lm_cfg.codec.frame_rate,
         "parameters_m": model.num_parameters() / 1e6,
