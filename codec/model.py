@@ -178,6 +178,31 @@ def init_weights(codec: nn.Module) -> None:
                 module.bias.zero_()
 
 
+@torch.no_grad()
+def calibrate_latents(codec: NanoCodec, wav: torch.Tensor, target_std: float = 1.0) -> tuple[float, float]:
+    """Data-dependent init: rescale the encoder's output conv so latents of `wav` [B, T] have std `target_std`.
+
+    The FSQ bound is scale * tanh(x): at the variance-preserving init the latents of speech sit at std ~0.3, where
+    rounding reaches 3 of the 6-8 levels per channel, and the encoder (trained at a low lr to keep the codes from
+    collapsing) does not widen them within a CPU-length run (measured: std 0.28 at init, 0.30 after 1600 steps,
+    codebook perplexity ~150 of 2016). How far a fixed gain lands depends on the architecture (0.3 to 3 across
+    the configs here), so the scale is measured. Returns (std before, std after); call before training starts.
+    """
+    conv = codec.audio_encoder.post_conv.conv
+    before = float(codec.audio_encoder(codec.pad_to_frames(wav)).float().std())
+    if not math.isfinite(before) or before <= 0:
+        raise CodecError(f"calibrate_latents: the encoder's latents have std {before}; pass speech, not silence")
+    scale = target_std / before
+    if parametrize.is_parametrized(conv, "weight"):
+        conv.parametrizations.weight.original0.mul_(scale)  # weight norm: scale the magnitude g
+    else:
+        conv.weight.mul_(scale)
+    if conv.bias is not None:
+        conv.bias.mul_(scale)
+    after = float(codec.audio_encoder(codec.pad_to_frames(wav)).float().std())
+    return before, after
+
+
 class NanoCodec(StreamingModule):
     """Encoder + group FSQ + causal decoder. See the module docstring for the API."""
 

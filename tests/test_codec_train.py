@@ -249,6 +249,26 @@ def test_encoder_learning_rate_scale():
     assert (rest["lr_scale"], encoder["lr_scale"]) == (1.0, 0.1)
 
 
+def test_calibrate_latents_spreads_the_codes(corpus):
+    """The data-dependent init sets the latents' std, so more FSQ levels come into use; silence is refused."""
+    from codec.audio import load_audio
+    from codec.model import CodecError, calibrate_latents
+
+    torch.manual_seed(0)
+    model = NanoCodec.from_config("configs/codec/quick_12.5fps.yaml")
+    wav = torch.from_numpy(load_audio(corpus / "b.wav", sample_rate=model.sample_rate)[0])[None]
+    levels_used = lambda: sum(int(ch.unique().numel()) for ch in model(wav).quantized[0])  # noqa: E731
+    used = {}
+    for target in (0.1, 1.0):
+        _, after = calibrate_latents(model, wav, target_std=target)
+        latents = model.audio_encoder(model.pad_to_frames(wav))
+        assert after == pytest.approx(target, rel=1e-4) and float(latents.std()) == pytest.approx(target, rel=1e-4)
+        used[target] = levels_used()
+    assert used[1.0] > 1.5 * used[0.1], used
+    with pytest.raises(CodecError, match="silence"):
+        calibrate_latents(model, torch.zeros(1, 4000))
+
+
 # ---- the training loop ---------------------------------------------------------------------------------------
 def test_training_lowers_the_loss(corpus, tmp_path):
     result = train(tiny_config(corpus, tmp_path / "run", "max_steps=14", "loss.speaker_encoder=none"))
@@ -264,10 +284,11 @@ def test_training_lowers_the_loss(corpus, tmp_path):
 def test_resume_equals_uninterrupted(corpus, tmp_path):
     """6 steps in one go == 3 steps, stop, restart the CLI's function with max_steps=6 in the same out_dir.
     Every loss of steps 3..5 and every final weight agree bitwise (1 thread; data and RNG keyed by seed+step)."""
-    full = train(tiny_config(corpus, tmp_path / "full", "max_steps=6", "ckpt_every=3"))
-    first = train(tiny_config(corpus, tmp_path / "resumed", "max_steps=3", "ckpt_every=3"))
+    calibrate = "latent_init_std=1.0"  # the data-dependent init runs on a fresh start only, not on resume
+    full = train(tiny_config(corpus, tmp_path / "full", "max_steps=6", "ckpt_every=3", calibrate))
+    first = train(tiny_config(corpus, tmp_path / "resumed", "max_steps=3", "ckpt_every=3", calibrate))
     assert (tmp_path / "resumed" / "checkpoints" / "step_00000003").is_dir()
-    second = train(tiny_config(corpus, tmp_path / "resumed", "max_steps=6", "ckpt_every=3"))
+    second = train(tiny_config(corpus, tmp_path / "resumed", "max_steps=6", "ckpt_every=3", calibrate))
     assert [h["step"] for h in second.history] == [3, 4, 5]
     assert first.history + second.history == full.history
     for a, b in ((full.generator, second.generator), (full.discriminator, second.discriminator)):
