@@ -101,6 +101,49 @@ class NonFiniteLossError(RuntimeError):
     """A NaN/inf loss: the run stopped before updating any weights with it."""
 
 
+# Settings a resumed run may change without changing what it learns.
+RESUMABLE_KEYS = {
+    "out_dir",
+    "max_steps",
+    "log_every",
+    "val_every",
+    "ckpt_every",
+    "keep_checkpoints",
+    "num_threads",
+    "val_audio_samples",
+    "cpu",
+    "data.num_workers",
+    "data.manifest",
+}
+
+
+def recipe_changes(previous: Path, cfg: TrainConfig) -> list[str]:
+    """'key: old -> new' for each training setting that differs from the run's saved train_config.yaml.
+
+    A resumed run continues from its checkpoint whatever the config says now (a Makefile re-runs training when the
+    config file changes), so an edited recipe would silently mix two recipes in one run.
+    """
+    if not previous.is_file():
+        return []
+    try:
+        old = load_config(TrainConfig, previous)
+    except (ConfigError, OSError):
+        return [f"{previous} is unreadable"]
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before, after = flat(config_to_dict(old)), flat(config_to_dict(cfg))
+    return [
+        f"{k}: {before.get(k)} -> {after.get(k)}"
+        for k in sorted(set(before) | set(after))
+        if k not in RESUMABLE_KEYS and before.get(k) != after.get(k)
+    ]
+
+
 def learning_rate(cfg: OptimConfig, step: int, decay_every: int) -> float:
     """lr * lr_decay ** (number of completed decay periods): the paper's per-epoch ExponentialLR."""
     return cfg.lr * cfg.lr_decay ** (step // max(1, decay_every))
@@ -321,6 +364,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     unwrapped = accelerator.unwrap_model(generator)
 
     if main:
+        if resumed is not None:
+            for line in recipe_changes(out_dir / "train_config.yaml", cfg):
+                say(f"codec.train: warning: resuming with a different recipe than the run started with: {line}")
         save_config(cfg, out_dir / "train_config.yaml")
         n_g = sum(p.numel() for p in unwrapped.parameters())
         n_d = sum(p.numel() for p in discriminator.parameters() if p.requires_grad)

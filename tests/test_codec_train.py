@@ -296,6 +296,18 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
             assert torch.equal(x, y), name
 
 
+def test_resuming_with_another_recipe_is_reported(corpus, tmp_path):
+    from codec.configuration import save_config
+    from codec.train import recipe_changes
+
+    saved = tmp_path / "train_config.yaml"
+    save_config(tiny_config(corpus, tmp_path), saved)
+    assert recipe_changes(tmp_path / "missing.yaml", tiny_config(corpus, tmp_path)) == []
+    assert recipe_changes(saved, tiny_config(corpus, tmp_path, "max_steps=99", "num_threads=2")) == []  # cadence only
+    changed = tiny_config(corpus, tmp_path, "optim.encoder_lr_scale=0.5", "loss.stft_weight=2")
+    assert recipe_changes(saved, changed) == ["loss.stft_weight: 20.0 -> 2.0", "optim.encoder_lr_scale: 1.0 -> 0.5"]
+
+
 def snapshot(out: Path) -> dict[Path, bytes]:
     """Every file a run wrote except its logs and the config of the latest invocation."""
     skip = lambda p: "logs" in p.relative_to(out).parts or p.name == "train_config.yaml"  # noqa: E731
