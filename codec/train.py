@@ -55,7 +55,7 @@ class OptimConfig:
     lr_decay: float = 0.998  # multiplied in once per `decay_every` steps
     decay_every: int = 0  # steps; 0 = one epoch-equivalent of the training split
     grad_clip: float = 10.0  # max gradient norm, each network; 0 = no clipping
-    encoder_lr_scale: float = 1.0  # the encoder's lr = lr x this (< 1 keeps a fresh encoder from collapsing)
+    encoder_lr_scale: float = 1.0  # the encoder's lr = lr x this (< 1 slows it; see generator_param_groups)
 
 
 @dataclass
