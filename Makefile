@@ -70,23 +70,25 @@ $(BASE_DIR)/model.safetensors: $(MANIFEST) $(BASE_CONFIG_$(PROFILE))
 	$(PY) -m codec.train $(BASE_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(BASE_DIR)
 
 # ---- stage 2: tokenize (TOKENIZE_ARGS="--workers 2" for more CPU processes) ------------------------------
+# A retrained codec makes the tokens out of date: --replace-other-codec deletes the old codec's tokens and
+# encodes anew (a token folder of the same codec resumes).
 TOKENIZE_ARGS ?=
 tokenize: $(TOKENS_DIR)/meta.json
 $(TOKENS_DIR)/meta.json: $(CODEC_DIR)/model.safetensors $(MANIFEST)
-	$(PY) -m data.tokenize_corpus --codec $(CODEC_DIR) --manifest $(MANIFEST) --out $(TOKENS_DIR) $(TOKENIZE_ARGS)
+	$(PY) -m data.tokenize_corpus --codec $(CODEC_DIR) --manifest $(MANIFEST) --out $(TOKENS_DIR) --replace-other-codec $(TOKENIZE_ARGS)
 
 tokenize-baseline: $(BTOKENS_DIR)/meta.json
 $(BTOKENS_DIR)/meta.json: $(BASE_DIR)/model.safetensors $(MANIFEST)
-	$(PY) -m data.tokenize_corpus --codec $(BASE_DIR) --manifest $(MANIFEST) --out $(BTOKENS_DIR) $(TOKENIZE_ARGS)
+	$(PY) -m data.tokenize_corpus --codec $(BASE_DIR) --manifest $(MANIFEST) --out $(BTOKENS_DIR) --replace-other-codec $(TOKENIZE_ARGS)
 
 # ---- stage 3: LM --------------------------------------------------------------------------------------
 lm: $(LM_DIR)/model.safetensors
 $(LM_DIR)/model.safetensors: $(TOKENS_DIR)/meta.json
-	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(TOKENS_DIR) out_dir=$(LM_DIR)
+	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(TOKENS_DIR) out_dir=$(LM_DIR) restart_on_new_tokens=true
 
 lm-baseline: $(BLM_DIR)/model.safetensors
 $(BLM_DIR)/model.safetensors: $(BTOKENS_DIR)/meta.json
-	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(BTOKENS_DIR) out_dir=$(BLM_DIR)
+	$(PY) -m tts_lm.train $(LM_CONFIG_$(PROFILE)) data.tokens=$(BTOKENS_DIR) out_dir=$(BLM_DIR) restart_on_new_tokens=true
 
 # ---- stage 4: preference alignment (DPO on the LM's own samples, ranked by ASR CER + speaker similarity) ----
 # ALIGN_ARGS="--workers 2" makes pairs on more CPU processes

@@ -18,7 +18,8 @@ rank 0 writes the index: a `state.json` + `dataset_info.json` in OUT listing the
 shard order (the same files `datasets.concatenate_datasets` would chain), so `load_from_disk(OUT)`
 memory-maps them without copying, and the result does not depend on how many processes wrote them.
 meta.json is written last: it marks the output complete. A rerun skips finished shards, so a killed run
-resumes; an OUT made with another codec (hash) is refused, never mixed.
+resumes; an OUT made with another codec (hash) is refused, never mixed (or, with --replace-other-codec,
+deleted and redone).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -140,16 +142,24 @@ def load_codec(src: CodecSource, device: str | torch.device = "cpu") -> NanoCode
 # ---- the output folder -------------------------------------------------------------------------------------
 
 
-def _claim_out(out: Path, src: CodecSource) -> None:
-    """Refuse an OUT written with another codec (or not a token folder at all); else record our codec."""
+def _claim_out(out: Path, src: CodecSource, replace_other_codec: bool = False) -> None:
+    """Refuse an OUT written with another codec (or not a token folder at all); else record our codec.
+
+    With `replace_other_codec` a token folder of another codec is deleted instead and encoded anew (what
+    `make tokenize` wants after the codec was retrained: the old codes are stale by construction).
+    """
     for name in (META_NAME, CODEC_NAME):
         if (out / name).is_file():
             theirs = json.loads((out / name).read_text(encoding="utf-8")).get("codec_hash")
+            if theirs != src.hash and replace_other_codec and isinstance(theirs, str):  # a token folder only
+                log.info("%s holds tokens of another codec (hash %s): deleting them", out, str(theirs)[:12])
+                shutil.rmtree(out)
+                break
             if theirs != src.hash:
                 raise TokenizeError(
                     f"{out} holds tokens of another codec (hash {str(theirs)[:12]}, this one {src.hash[:12]}); "
-                    f"codes of two codecs are never mixed: choose a new --out (e.g. runs/tokens/<codec-name>) "
-                    f"or delete {out}"
+                    f"codes of two codecs are never mixed: choose a new --out (e.g. runs/tokens/<codec-name>), "
+                    f"delete {out}, or pass --replace-other-codec"
                 )
     if out.is_dir() and any(out.iterdir()) and not (out / CODEC_NAME).is_file():
         raise TokenizeError(f"{out} exists and is not a token dataset folder; choose a new or empty --out")
@@ -240,8 +250,11 @@ def tokenize_corpus(
     workers: int = 1,
     max_shards: int | None = None,
     device: str | None = None,
+    replace_other_codec: bool = False,
 ) -> dict[str, Any] | None:
     """Tokenise `manifest` into `out`; returns meta (None on ranks > 0, or when `max_shards` stopped early).
+
+    An `out` holding tokens of another codec is refused, or deleted and redone with `replace_other_codec`.
 
     Under torchrun / `accelerate launch` (WORLD_SIZE > 1) rank r encodes the shards i with i % world == r and
     rank 0 merges after a barrier; otherwise `workers` local CPU processes share the pending shards.
@@ -267,7 +280,7 @@ def tokenize_corpus(
     utts = read_manifest(manifest, check_files=False)  # a missing audio file is skipped and counted, not fatal
     vocab = load_vocab(manifest)
     if rank == 0:
-        _claim_out(out, src)
+        _claim_out(out, src, replace_other_codec)
     if state is not None:
         state.wait_for_everyone()
         _claim_out(out, src)
@@ -389,12 +402,26 @@ def main(argv: list[str] | None = None) -> int:
         help="encode at most N shards, then stop without merging (time-limited jobs; rerun to go on)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: the rank's GPU if any, else cpu)")
+    p.add_argument(
+        "--replace-other-codec",
+        action="store_true",
+        help="if OUT holds tokens of another codec (e.g. before a retrain), delete them and start over "
+        "(default: refuse; `make tokenize` passes this)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = EncodeSettings(args.min_seconds, args.max_seconds, args.batch_seconds)
     try:
         tokenize_corpus(
-            args.codec, args.manifest, args.out, settings, args.shard_size, args.workers, args.max_shards, args.device
+            args.codec,
+            args.manifest,
+            args.out,
+            settings,
+            args.shard_size,
+            args.workers,
+            args.max_shards,
+            args.device,
+            args.replace_other_codec,
         )
     except (TokenizeError, ManifestError, CodecError) as e:  # errors a user can fix: one line, no traceback
         print(f"error: {e}", file=sys.stderr)

@@ -273,7 +273,9 @@ def test_save_load_round_trip(tmp_path):
 
 
 # ---- token set, training, resume -------------------------------------------------------------------------
-def make_token_set(path: Path, num_codebooks: int = 2, codebook_size: int = 32, frame_rate: float = 12.5) -> Path:
+def make_token_set(
+    path: Path, num_codebooks: int = 2, codebook_size: int = 32, frame_rate: float = 12.5, codec_hash: str = "feedbeef"
+) -> Path:
     """A tiny token set per CONTRACTS.md: 2 train speakers x 3 utterances, 1 validation speaker x 2."""
     vocab = PhonemeVocab.default()
     g = torch.Generator().manual_seed(0)
@@ -307,7 +309,7 @@ def make_token_set(path: Path, num_codebooks: int = 2, codebook_size: int = 32, 
     )
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(path))
     meta = {
-        "codec_dir": "runs/codec/test", "codec_hash": "feedbeef", "sample_rate": 22050, "frame_rate": frame_rate,
+        "codec_dir": "runs/codec/test", "codec_hash": codec_hash, "sample_rate": 22050, "frame_rate": frame_rate,
         "samples_per_frame": 1764, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
         "phoneme_vocab": vocab.to_dict(), "speakers": speakers, "prompts": {"v0_0": "v0_1", "v0_1": "v0_0"},
     }  # fmt: skip
@@ -380,6 +382,24 @@ def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
     assert state["step"] == 6 and state["val_loss"] == state["val_loss"]  # validation ran (not NaN)
     lm = KoelLM.from_pretrained(resumed)
     assert lm.config.codec.codec_hash == "feedbeef" and lm.config.codec.frame_rate == 12.5
+
+
+def test_new_token_set_restarts_only_when_asked(tmp_path):
+    old, new = make_token_set(tmp_path / "old"), make_token_set(tmp_path / "new", codec_hash="c0ffee")
+    base = [*TRAIN_OVERRIDES, "max_steps=3", "val_samples=0"]
+    config = lambda *extra: load_config(TrainConfig, REPO / "configs/lm/quick.yaml", [*base, *extra])  # noqa: E731
+    train(config(f"data.tokens={old}", f"out_dir={tmp_path}/lm"))
+    with pytest.raises(ValueError, match="another model config or token set.*restart_on_new_tokens"):
+        train(config(f"data.tokens={new}", f"out_dir={tmp_path}/lm"))
+    restarted = train(config(f"data.tokens={new}", f"out_dir={tmp_path}/lm", "restart_on_new_tokens=true"))
+    fresh = train(config(f"data.tokens={new}", f"out_dir={tmp_path}/fresh"))
+    a, b = load_file(str(restarted / "model.safetensors")), load_file(str(fresh / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the restart is a run from scratch"
+    assert KoelLM.from_pretrained(restarted).config.codec.codec_hash == "c0ffee"
+    (restarted / "note.txt").write_text("kept")  # same tokens: resumed in place, nothing deleted
+    again = train(config(f"data.tokens={new}", f"out_dir={tmp_path}/lm", "restart_on_new_tokens=true", "max_steps=4"))
+    assert (again / "note.txt").is_file()
+    assert json.loads((again / "checkpoint/train_state.json").read_text())["step"] == 4
 
 
 def test_train_cli_runs_and_reports_errors(tmp_path, capsys):

@@ -256,6 +256,23 @@ def test_other_codec_is_refused(corpus: dict, reference: dict, tmp_path: Path, c
     assert len(list((partial / "shards").iterdir())) == 1
 
 
+def test_replace_other_codec_starts_over(corpus: dict, reference: dict, tmp_path: Path) -> None:
+    other = _tiny_codec(tmp_path / "other_codec", seed=1)
+    out = tmp_path / "tokens"
+    tokenize_corpus(str(other), corpus["manifest"], out, SETTINGS, 4, max_shards=2)  # a stale, partial folder
+    stale = {p.name for p in (out / "shards").iterdir()}
+    args = ["--codec", str(corpus["codec"]), "--manifest", str(corpus["manifest"]), "--out", str(out)]
+    settings = ["--min-seconds", "0.5", "--max-seconds", "6.0", "--batch-seconds", "30", "--shard-size", "4"]
+    assert main([*args, *settings, "--replace-other-codec"]) == 0
+    _same_output(out, reference)  # exactly a fresh run: nothing of the other codec's codes survives
+    assert not stale & {p.name for p in (out / "shards").iterdir()}
+    lookalike = tmp_path / "not_tokens"  # a folder that only looks like one is never deleted
+    lookalike.mkdir()
+    (lookalike / "meta.json").write_text('{"name": "mine"}')
+    assert main([*args[:5], str(lookalike), "--replace-other-codec"]) == 2
+    assert (lookalike / "meta.json").is_file()
+
+
 NEMO = ROOT / "tests/fixtures/nemo/tiny.nemo"  # a tiny NeMo-layout codec checkpoint (codec.nemo's golden)
 
 

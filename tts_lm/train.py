@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ from codec.configuration import load_config, save_config
 from codec.fileio import atomic_path, write_json_atomic
 from tts_lm.config import LMConfig
 from tts_lm.dataset import DataConfig, PromptedUtterances, read_tokens
-from tts_lm.model import KoelLM, LMBatch
+from tts_lm.model import CONFIG_NAME, KoelLM, LMBatch
 
 
 @dataclass
@@ -72,6 +73,9 @@ class TrainConfig:
     val_batches: int = 16
     val_samples: int = 2  # generated validation utterances per validation
     ckpt_every: int = 500
+    # an out_dir trained on another token set (codec hash) is deleted and training starts over, instead of
+    # refusing to resume (`make lm` sets it: a retrained codec re-tokenises the corpus, so the old LM is stale)
+    restart_on_new_tokens: bool = False
 
 
 @dataclass
@@ -146,6 +150,16 @@ def save_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, state: T
     accelerator.wait_for_everyone()
 
 
+def drop_stale_run(accelerator: Accelerator, out: Path, codec_hash: str) -> None:
+    """Delete `out` when its checkpoint or final model was trained on tokens of another codec."""
+    configs = [out / "checkpoint" / CONFIG_NAME, out / CONFIG_NAME]
+    saved = [json.loads(p.read_text(encoding="utf-8")) for p in configs if p.is_file()]
+    if {c.get("codec", {}).get("codec_hash") for c in saved} - {codec_hash} and accelerator.is_main_process:
+        tqdm.write(f"tts_lm.train: {out} holds an LM trained on another codec's tokens: deleting it, starting over")
+        shutil.rmtree(out)
+    accelerator.wait_for_everyone()
+
+
 def load_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, directory: Path) -> TrainState:
     """Restore weights, optimizer and position from `directory` (nothing is unpickled: weights_only)."""
     saved = KoelLM.from_pretrained(directory)
@@ -153,7 +167,7 @@ def load_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, director
         raise ValueError(
             f"{directory}: the checkpoint was trained with another model config or token set "
             f"(codec {saved.config.codec.codec_dir}, hash {saved.config.codec.codec_hash[:12]}); "
-            "use a new out_dir or delete the checkpoint to start over"
+            "use a new out_dir, delete the checkpoint to start over, or set restart_on_new_tokens=true"
         )
     model.load_state_dict(saved.state_dict())
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -248,6 +262,8 @@ def train(cfg: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
     state = TrainState()
     checkpoint = out / "checkpoint"
+    if cfg.restart_on_new_tokens:
+        drop_stale_run(accelerator, out, cfg.model.codec.codec_hash)
     if (checkpoint / "train_state.json").is_file():
         state = load_checkpoint(accelerator, model, optimizer, checkpoint)
     model, optimizer = accelerator.prepare(model, optimizer)
