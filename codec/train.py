@@ -56,6 +56,7 @@ class OptimConfig:
     decay_every: int = 0  # steps; 0 = one epoch-equivalent of the training split
     grad_clip: float = 10.0  # max gradient norm, each network; 0 = no clipping
     encoder_lr_scale: float = 1.0  # the encoder's lr = lr x this (< 1 slows it; see generator_param_groups)
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps (0 = none, the paper's recipe)
 
 
 @dataclass
@@ -145,8 +146,10 @@ def recipe_changes(previous: Path, cfg: TrainConfig) -> list[str]:
 
 
 def learning_rate(cfg: OptimConfig, step: int, decay_every: int) -> float:
-    """lr * lr_decay ** (number of completed decay periods): the paper's per-epoch ExponentialLR."""
-    return cfg.lr * cfg.lr_decay ** (step // max(1, decay_every))
+    """lr * lr_decay ** (number of completed decay periods): the paper's per-epoch ExponentialLR (after an
+    optional linear warmup)."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return warmup * cfg.lr * cfg.lr_decay ** (step // max(1, decay_every))
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:

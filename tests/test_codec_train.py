@@ -20,7 +20,15 @@ from codec.losses import LossConfig, ReconstructionLoss, discriminator_loss, fea
 from codec.model import NanoCodec
 from codec.speaker import ResemblyzerEncoder, SpeakerConsistencyLoss, normalize_volume
 from codec.spectral import MelConfig, MelSpectrogram, Resampler, mel_filterbank
-from codec.train import NonFiniteLossError, OptimConfig, TrainConfig, generator_param_groups, main, train
+from codec.train import (
+    NonFiniteLossError,
+    OptimConfig,
+    TrainConfig,
+    generator_param_groups,
+    learning_rate,
+    main,
+    train,
+)
 from tests.speech import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,6 +255,14 @@ def test_encoder_learning_rate_scale():
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.audio_encoder.parameters()}
     assert len(rest["params"]) + len(encoder["params"]) == len(list(model.parameters()))
     assert (rest["lr_scale"], encoder["lr_scale"]) == (1.0, 0.1)
+
+
+def test_learning_rate_warmup_then_per_epoch_decay():
+    lrs = [learning_rate(OptimConfig(lr=1.0, lr_decay=0.5, warmup_steps=4), s, decay_every=10) for s in range(22)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[4:10] == [1.0] * 6
+    assert lrs[10] == lrs[19] == 0.5 and lrs[20] == 0.25
+    plain = [learning_rate(OptimConfig(lr=1.0, lr_decay=0.5), s, decay_every=10) for s in range(22)]
+    assert plain[:10] == [1.0] * 10 and plain[10:] == lrs[10:]  # warmup_steps=0: the paper's schedule
 
 
 def test_calibrate_latents_spreads_the_codes(corpus):
