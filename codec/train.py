@@ -84,6 +84,9 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     cpu: bool = False  # force CPU even when a GPU is present
+    # stop when >= 99 % of the output samples sit at the clamp's +-1 for this many steps in a row: such a decoder
+    # gets no gradient and never recovers (0 = never stop)
+    dead_output_steps: int = 20
 
 
 @dataclass
@@ -102,6 +105,10 @@ class NonFiniteLossError(RuntimeError):
     """A NaN/inf loss: the run stopped before updating any weights with it."""
 
 
+class DeadOutputError(RuntimeError):
+    """The decoder's output sat at the clamp's bounds for `dead_output_steps` steps: it cannot learn any more."""
+
+
 # Settings a resumed run may change without changing what it learns.
 RESUMABLE_KEYS = {
     "out_dir",
@@ -115,6 +122,7 @@ RESUMABLE_KEYS = {
     "cpu",
     "data.num_workers",
     "data.manifest",
+    "dead_output_steps",
 }
 
 
@@ -205,6 +213,10 @@ def train_step(
     out = generator(real)
     fake = out.audio  # [B, T]
     logs["latent/std"] = out.latents.detach().float().std().item()  # ~1 spans the FSQ levels; << 1 wastes them
+    saturated = (fake.detach().abs() >= 1.0).float().mean()  # at the clamp's bounds: no gradient flows back
+    if accelerator.num_processes > 1:
+        saturated = accelerator.reduce(saturated, reduction="mean")
+    logs["audio/saturated"] = saturated.item()
 
     # ---- discriminator: LSGAN on real vs detached fake, one pass over both halves of the batch ---------------
     if gan and step % cfg.disc_update_every == 0:
@@ -396,7 +408,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     discriminator.train()
     sums, count, t0 = defaultdict(float), 0, time.time()
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="codec", disable=not main, dynamic_ncols=True)
-    step, logged_real, history = start_step, False, []
+    step, logged_real, history, dead = start_step, False, [], 0
     for real in loader:
         seed_step(cfg.seed, step, rank)
         lr = learning_rate(cfg.optim, step, decay_every)
@@ -411,6 +423,14 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.close()
             last = latest_checkpoint(out_dir)
             raise NonFiniteLossError(f"{e} ({last if last is not None else 'none written yet'})") from None
+        dead = dead + 1 if logs["audio/saturated"] >= 0.99 else 0
+        if cfg.dead_output_steps and dead >= cfg.dead_output_steps:
+            bar.close()
+            raise DeadOutputError(
+                f"step {step}: for {dead} steps in a row {logs['audio/saturated']:.1%} of the decoder's output samples "
+                "sat at the clamp's +-1, where no gradient flows: the generator cannot recover. Start over in a new "
+                "out_dir with a learning-rate warmup (optim.warmup_steps=200) or a lower optim.lr"
+            )
         history.append({"step": step, **logs})
         step += 1
         bar.update(1)
@@ -478,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, DeadOutputError) as e:
         print(f"codec.train: {e}", file=sys.stderr)
         return 1
     except (ConfigError, ManifestError, AudioError, CheckpointError, CodecError, OSError) as e:

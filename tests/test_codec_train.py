@@ -21,6 +21,7 @@ from codec.model import NanoCodec
 from codec.speaker import ResemblyzerEncoder, SpeakerConsistencyLoss, normalize_volume
 from codec.spectral import MelConfig, MelSpectrogram, Resampler, mel_filterbank
 from codec.train import (
+    DeadOutputError,
     NonFiniteLossError,
     OptimConfig,
     TrainConfig,
@@ -347,6 +348,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
     assert NanoCodec.from_pretrained(out / "checkpoints" / "step_00000002") is not None
     assert main([args[0], *bad]) == 1
     assert "non-finite loss" in capsys.readouterr().err
+
+
+def test_a_dead_clamped_output_stops_the_run(corpus, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "dead"
+    args = [str(corpus / "tiny.yaml"), f"data.manifest={corpus / 'manifest.jsonl'}", f"out_dir={out}"]
+    args += ["ckpt_every=2", "loss.speaker_encoder=none"]
+    train(load_config(TrainConfig, args[0], [*args[1:], "max_steps=2"]))
+    weights = out / "checkpoints/step_00000002/model.safetensors"
+    state = load_file(str(weights))
+    state["audio_decoder.post_conv.conv.bias"] += 50.0  # every output sample at +1: the clamp passes no gradient
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(DeadOutputError, match=r"step 4: for 3 steps in a row 100.0% .*optim.warmup_steps"):
+        train(load_config(TrainConfig, args[0], [*args[1:], "max_steps=8", "dead_output_steps=3"]))
+    assert main([args[0], *args[1:], "max_steps=8", "dead_output_steps=3"]) == 1
+    assert "clamp" in capsys.readouterr().err
+    result = train(load_config(TrainConfig, args[0], [*args[1:], "max_steps=10", "dead_output_steps=0"]))
+    assert [h["audio/saturated"] for h in result.history] == [1.0] * 4  # steps 6-9: it never recovers on its own
 
 
 def test_cli_help_and_config_errors(capsys):
