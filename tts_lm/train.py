@@ -164,10 +164,12 @@ def load_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, director
     """Restore weights, optimizer and position from `directory` (nothing is unpickled: weights_only)."""
     saved = KoelLM.from_pretrained(directory)
     if saved.config != model.config:
+        other_tokens = saved.config.codec.codec_hash != model.config.codec.codec_hash
         raise ValueError(
             f"{directory}: the checkpoint was trained with another model config or token set "
             f"(codec {saved.config.codec.codec_dir}, hash {saved.config.codec.codec_hash[:12]}); "
-            "use a new out_dir, delete the checkpoint to start over, or set restart_on_new_tokens=true"
+            "use a new out_dir, delete the checkpoint to start over"
+            + (", or set restart_on_new_tokens=true" if other_tokens else "")
         )
     model.load_state_dict(saved.state_dict())
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
