@@ -1,22 +1,6 @@
-"""nanokoel alignment: text and its alignment to speech.
+"""nanokoel alignment: preference alignment of the TTS LM (stage 4, `make align`), DPO / RPO on its own samples.
 
-Text front end (this package's first part): `normalize_text` (written -> spoken form), `split_sentences`,
-`G2P` (espeak-ng IPA phonemes, batched and cached), `PhonemeVocab` (fixed phoneme inventory <-> ids) and
-`text_to_ids`. Plain functions on strings; nothing else of the project is imported.
+    python -m alignment.preference pairs|train|evaluate configs/align/cpu.yaml lm=... tokens=... out_dir=...
+
+Imports: text, codec, tts_lm, evaluation (it runs the LM and scores it with evaluation's ASR and speaker models).
 """
-
-from alignment.g2p import G2P
-from alignment.normalize import TextError, normalize_text, split_sentences
-from alignment.vocab import BOS, EOS, PAD, PhonemeVocab, text_to_ids
-
-__all__ = [
-    "TextError",
-    "normalize_text",
-    "split_sentences",
-    "G2P",
-    "PhonemeVocab",
-    "text_to_ids",
-    "PAD",
-    "BOS",
-    "EOS",
-]

@@ -8,7 +8,7 @@ corpus's own words plus a number generator, never downloaded, so a run is reprod
   repetition   the same word or pair of words several times ("data data data data.")
   long_words   the corpus's longest words (>= 10 letters) side by side (a built-in list if it has too few)
   numbers      amounts, percentages, times, dates, years, decimals, large numbers and sums ("$12.50", "3:45 pm"),
-               which alignment.normalize writes out as words before G2P
+               which text.normalize writes out as words before G2P
   rare_words   words seen once in the corpus (hapaxes; else the least frequent), in a carrier sentence
 Kinds take turns (text i has kind KINDS[i % 4]); everything comes from `random.Random(seed)`, so the same corpus
 and seed give the same texts. Texts are at most `max_chars` characters (word lists shrink to fit; a text that

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alignment.g2p import G2P
 from alignment.preference_config import AlignConfig, EvalConfig
 from alignment.preference_pairs import load_pairs
 from alignment.preference_scoring import (
@@ -40,6 +39,7 @@ from alignment.preference_scoring import (
 from codec.configuration import config_to_dict
 from codec.fileio import write_json_atomic, write_text_atomic
 from evaluation.text_metrics import error_rates
+from text.g2p import G2P
 from tts_lm.dataset import read_tokens
 from tts_lm.generate import GenerationError
 from tts_lm.model import KoelLM

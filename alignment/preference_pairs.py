@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alignment.g2p import G2P
 from alignment.preference_config import AlignConfig, PairsConfig
 from alignment.preference_ranking import select_pair
 from alignment.preference_scoring import (
@@ -61,6 +60,7 @@ from alignment.preference_scoring import (
 from codec.configuration import config_to_dict
 from codec.fileio import atomic_path
 from codec.parallel import run_spawned_pool
+from text.g2p import G2P
 from tts_lm.dataset import read_tokens
 from tts_lm.generate import GenerationError
 from tts_lm.model import KoelLM

@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 from alignment.challenge_texts import challenge_texts
-from alignment.g2p import G2P
-from alignment.normalize import TextError
 from alignment.preference_config import AlignConfig, SamplingConfig, ScoringConfig
-from alignment.vocab import PhonemeVocab
 from codec import NanoCodec
 from codec.audio import AudioError
 from evaluation.asr import default_asr_spec, load_asr
 from evaluation.speaker import load_speaker_model
 from evaluation.speaker import similarity as cosine
 from evaluation.text_metrics import error_rates
+from text.g2p import G2P
+from text.normalize import TextError
+from text.vocab import PhonemeVocab
 from tts_lm.config import LMConfig
 from tts_lm.dataset import DataConfig, PromptedUtterances
 from tts_lm.model import KoelLM

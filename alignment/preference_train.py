@@ -36,9 +36,9 @@ from alignment.preference_config import AlignConfig, LossConfig
 from alignment.preference_losses import PreferenceLoss, dpo_loss, rpo_loss, sequence_logprobs
 from alignment.preference_pairs import load_pairs
 from alignment.preference_scoring import weights_hash
-from alignment.vocab import PhonemeVocab
 from codec.configuration import save_config
 from codec.fileio import write_json_atomic
+from text.vocab import PhonemeVocab
 from tts_lm.model import KoelLM, LMBatch
 from tts_lm.synthesizer import VOCAB_NAME
 from tts_lm.train import BatchStream, TrainState, learning_rate, load_checkpoint, param_groups, save_checkpoint

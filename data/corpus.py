@@ -6,7 +6,7 @@
     out/
       audio/<speaker>/<id>.flac    22,050 Hz mono 16-bit, silence trimmed, speech level -20 dBFS
       manifest.jsonl               data.manifest format, split train / validation / test   (written last)
-      phonemes.json                alignment.PhonemeVocab
+      phonemes.json                text.PhonemeVocab
       corpus_info.json             hours, speakers, engines, per-split counts, generation time
       corpus_config.yaml           the resolved profile
       skipped.json                 utterances dropped (too short/long, silent), so a rerun does not retry them
@@ -36,9 +36,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from alignment.g2p import G2P
-from alignment.normalize import TextError
-from alignment.vocab import PhonemeVocab
 from codec.configuration import load_config, save_config
 from codec.fileio import write_json_atomic
 from data.audio import (
@@ -63,6 +60,9 @@ from data.manifest import (
 )
 from data.synthesizers import SynthesisError, VoiceSpec, check_available, synthesize
 from data.texts import TextSourceError, iter_texts, text_pool
+from text.g2p import G2P
+from text.normalize import TextError
+from text.vocab import PhonemeVocab
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "data"
 PROFILES = ("smoke", "quick", "cpu")

@@ -4,7 +4,7 @@
     python -m data.import_corpus hf /data/my_saved_dataset --out runs/data/mine --text-column sentence
 
     out/manifest.jsonl   data.manifest format (audio referenced in place, or converted into out/audio/)
-    out/phonemes.json    alignment.PhonemeVocab
+    out/phonemes.json    text.PhonemeVocab
     out/import_info.json counts, hours, skipped files per reason (with examples), splits
 
 Every audio file is read once (`codec.audio.load_audio`: unreadable, empty, silent, NaN/inf or too long
@@ -34,9 +34,6 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from alignment.g2p import G2P
-from alignment.normalize import TextError, normalize_text
-from alignment.vocab import PhonemeVocab
 from codec.fileio import write_json_atomic
 from data.adapters import ADAPTERS, CorpusLayoutError, SourceUtterance, read_corpus
 from data.audio import AudioError, audio_comment, check_array, load_audio, resample, save_audio
@@ -51,6 +48,9 @@ from data.manifest import (
     utterance_split,
     write_manifest,
 )
+from text.g2p import G2P
+from text.normalize import TextError, normalize_text
+from text.vocab import PhonemeVocab
 
 BATCH = 256  # utterances handed to the worker pool at a time (bounds memory for in-memory HF audio)
 

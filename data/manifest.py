@@ -10,7 +10,7 @@
 comes from. In the embedded corpus one voice gives several identities (engines speaking with the same
 recorded voice, sox pitch/tempo variants), so splits hold out whole voices: a test speaker's voice is
 never heard in training, not even pitch-shifted. For real corpora voice == speaker. Beside the manifest
-lives `phonemes.json` (alignment.PhonemeVocab.save).
+lives `phonemes.json` (text.PhonemeVocab.save).
 """
 
 from __future__ import annotations

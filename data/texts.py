@@ -5,7 +5,7 @@
 
 Fortunes (/usr/share/games/fortunes, the non-offensive set, minus the files of code, IRC logs and ASCII
 art) lose their "-- Author" attribution lines; KJV verses come from the `bible` command. Every text is
-normalised with `alignment.normalize_text` (numbers, abbreviations and symbols written out), filtered by
+normalised with `text.normalize_text` (numbers, abbreviations and symbols written out), filtered by
 length (a proxy for 3-20 s of speech: the synthesizers speak 12-17 characters per second) and by
 alphabet (no markup, code or ASCII art), de-duplicated case-insensitively, then shuffled with the seed:
 the same seed and packages give the same list.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from alignment.normalize import TextError, normalize_text
+from text.normalize import TextError, normalize_text
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 # fortune files that are mostly code, IRC logs, ASCII art or non-English: not speech material

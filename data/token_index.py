@@ -27,10 +27,10 @@ from typing import Any
 
 import datasets
 
-from alignment.vocab import PhonemeVocab
 from codec.fileio import write_json_atomic, write_text_atomic
 from data.manifest import VOCAB_NAME
 from data.token_shards import SKIP_REASONS, SKIPPED_NAME, Shard, TokenizeError, shard_done
+from text.vocab import PhonemeVocab
 
 META_NAME = "meta.json"
 SHARDS_DIR = "shards"

@@ -38,11 +38,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from alignment.normalize import TextError
-from alignment.vocab import PhonemeVocab
 from codec.audio import SILENCE_PEAK, AudioError, load_audio
 from codec.fileio import atomic_path
 from data.manifest import Utterance
+from text.normalize import TextError
+from text.vocab import PhonemeVocab
 
 log = logging.getLogger("data.tokenize_corpus")
 

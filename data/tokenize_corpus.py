@@ -42,7 +42,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alignment.vocab import PhonemeVocab
 from codec import CodecError, NanoCodec
 from codec.configuration import config_to_dict
 from codec.fileio import write_json_atomic
@@ -59,6 +58,7 @@ from data.token_shards import (
     plan_shards,
     shard_done,
 )
+from text.vocab import PhonemeVocab
 
 __all__ = ["TokenizeError", "load_tokens", "resolve_codec", "speaker_prompts", "tokenize_corpus", "main"]
 

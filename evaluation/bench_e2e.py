@@ -26,10 +26,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from alignment import PhonemeVocab
 from codec import NanoCodec
 from codec.configuration import config_from_dict
 from evaluation.bench_utils import PROMPT_TEXT, TEXT, BenchSettings, espeak_speech, median
+from text import PhonemeVocab
 from tts_lm import KoelLM, LMConfig
 from tts_lm.generate import stream_frames
 from tts_lm.synthesizer import Synthesizer

@@ -30,10 +30,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from alignment import G2P, PhonemeVocab, split_sentences
 from codec import CodecConfig, NanoCodec
 from codec.configuration import config_from_dict, load_config
 from evaluation.bench_utils import LONG_TEXT, TEXT, BenchSettings, espeak_speech, median, timed
+from text import G2P, PhonemeVocab, split_sentences
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3")
 PROMPT_SECONDS = 4.0

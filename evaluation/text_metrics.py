@@ -4,7 +4,7 @@
     rates.cer, rates.wer          # corpus-level: total edits / total reference characters (words); 0.0 here
     rates.utterance_cer           # [N] per utterance, for distributions
 
-Normalisation for scoring (`normalize_for_scoring`): `alignment.normalize.normalize_text` (numbers, currency,
+Normalisation for scoring (`normalize_for_scoring`): `text.normalize.normalize_text` (numbers, currency,
 abbreviations and symbols written out, as the TTS reads them), then case folding, punctuation removed
 (apostrophes inside words kept), whitespace collapsed. So "It's $5." and "it's five dollars" match, and an
 ASR that writes digits is not penalised against a reference that spells them (or the other way round).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import jiwer
 
-from alignment.normalize import normalize_text
+from text.normalize import normalize_text
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from alignment.vocab import PhonemeVocab
 from codec.configuration import ConfigError
 from data.audio import loudness_db, peak_db, save_audio
 from data.corpus import CorpusError, build_corpus, load_profile, main, plan_corpus, utterances_for
 from data.manifest import check_speaker_disjoint, read_manifest
 from data.synthesizers import SynthesisError, VoiceSpec, check_available
 from data.texts import text_pool
+from text.vocab import PhonemeVocab
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(

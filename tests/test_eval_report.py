@@ -10,7 +10,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from alignment import G2P
 from codec import NanoCodec
 from codec.audio import load_audio
 from codec.configuration import save_config
@@ -23,6 +22,7 @@ from evaluation.asr import resolve_whisper_model
 from evaluation.report import EvalConfig, deterministic_part, run_evaluation, select_utterances
 from tests.speech import synthesize
 from tests.tiny_tts import save_tiny_models, tiny_codec_config
+from text import G2P
 from tts_lm.synthesizer import load_codec
 
 SENTENCES = [

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment.vocab import PhonemeVocab
 from codec.configuration import load_config
+from text.vocab import PhonemeVocab
 from tts_lm import AlignmentConfig, GenerationError, KoelLM, LMBatch, LMConfig
 from tts_lm.dataset import PromptedUtterances, read_tokens
 from tts_lm.generate import cfg_combine, sample_tokens, stream_frames

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from alignment import TextError
 from codec import NanoCodec
 from tests.tiny_tts import save_tiny_models, speech_prompt, tiny_models
+from text import TextError
 from tts_lm import Synthesizer
 from tts_lm.generate import check_inputs
 from tts_lm.prompt import PromptError

@@ -1,7 +1,7 @@
 """Text front end: normalisation, espeak-ng G2P (real phonemizer, no mocks), phoneme vocabulary.
 
 Phoneme golden strings come from espeak-ng 1.51 (Debian bookworm); regenerate with
-`.venv/bin/python -c "from alignment import G2P; print(G2P('en-us')('hello world'))"` if espeak-ng changes.
+`.venv/bin/python -c "from text import G2P; print(G2P('en-us')('hello world'))"` if espeak-ng changes.
 """
 
 import json
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from alignment import BOS, EOS, G2P, PAD, PhonemeVocab, TextError, normalize_text, split_sentences, text_to_ids
-from alignment.check_inventory import main as check_inventory_main
-from alignment.normalize import spell_number, spell_ordinal, spell_year
+from text import BOS, EOS, G2P, PAD, PhonemeVocab, TextError, normalize_text, split_sentences, text_to_ids
+from text.check_inventory import main as check_inventory_main
+from text.normalize import spell_number, spell_ordinal, spell_year
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_vocab_round_trip(g2p: G2P) -> None:
 
 
 # The inventory as first released, pinned: ids index saved corpora and trained embeddings, so symbols may only be
-# appended (alignment/vocab.py `_ADDED`), never inserted, removed or reordered.
+# appended (text/vocab.py `_ADDED`), never inserted, removed or reordered.
 _PINNED_INVENTORY = (
     " .,!?;:\"()-'¡¿"
     "ˈˌːˑ˥˦˧˨˩"

@@ -23,13 +23,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from alignment.g2p import G2P
-from alignment.vocab import PhonemeVocab
 from codec import NanoCodec
 from codec.audio import load_audio
 from data.manifest import Utterance, write_manifest
 from data.token_shards import SKIP_REASONS, EncodeSettings
 from data.tokenize_corpus import TokenizeError, load_tokens, main, speaker_prompts, tokenize_corpus
+from text.g2p import G2P
+from text.vocab import PhonemeVocab
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignment import PhonemeVocab
 from codec import CodecConfig, NanoCodec
 from codec.decoder import DecoderConfig
 from codec.encoder import EncoderConfig
 from codec.fsq import QuantizerConfig
 from tests.speech import synthesize
+from text import PhonemeVocab
 from tts_lm import AlignmentConfig, KoelLM, LMConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,8 +99,8 @@ def free_port() -> int:
 
 def example_manifest(directory: Path) -> Path:
     """A corpus manifest with two test speakers (espeak-ng voices) and one train speaker, for example voices."""
-    from alignment import G2P
     from data.manifest import Utterance, write_manifest
+    from text import G2P
 
     directory = Path(directory)
     phonemes = G2P("en-us")(PROMPT_TEXT)

@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from alignment.vocab import PhonemeVocab
+from text.vocab import PhonemeVocab
 
 NUM_AUDIO_SPECIALS = 3  # BOS, EOS, PAD
-# PhonemeVocab's fixed special ids (alignment/vocab.py, CONTRACTS.md)
+# PhonemeVocab's fixed special ids (text/vocab.py, CONTRACTS.md)
 PHONEME_PAD, PHONEME_BOS, PHONEME_EOS = 0, 1, 2
 
 

@@ -193,7 +193,7 @@ def check_inputs(
                 raise GenerationError(
                     f"phoneme input {b} is too long for the model: {len(ids)} phonemes and the prompt leave room "
                     f"for {max(room, 0)} frames in its {c.max_seq_len} positions (needs {c.min_frames_for(len(ids))}"
-                    "); split the text into sentences (alignment.normalize.split_sentences)"
+                    "); split the text into sentences (text.normalize.split_sentences)"
                 )
         caps.append(cap)
     return phonemes, prompts, caps

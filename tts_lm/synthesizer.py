@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignment import G2P, PhonemeVocab, TextError, split_sentences
 from codec import NanoCodec
+from text import G2P, PhonemeVocab, TextError, split_sentences
 from tts_lm.generate import GenerationError, check_inputs
 from tts_lm.model import KoelLM
 from tts_lm.prompt import PromptClip, PromptError, prepare_prompt

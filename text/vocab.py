@@ -14,8 +14,8 @@ New symbols may only ever be APPENDED (`_ADDED`) (never inserted or reordered): 
 trained embeddings index by id. A saved vocabulary (`phonemes.json` beside a corpus) is authoritative for that
 corpus: `PhonemeVocab.load` reads its symbol list as written.
 
-Check a new corpus or language against the inventory with `alignment/check_inventory.py`:
-    python -m alignment.check_inventory --language de corpus/*.txt     (lists symbols missing from the inventory)
+Check a new corpus or language against the inventory with `text/check_inventory.py`:
+    python -m text.check_inventory --language de corpus/*.txt     (lists symbols missing from the inventory)
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alignment.normalize import TextError
+from text.normalize import TextError
 
 if TYPE_CHECKING:
-    from alignment.g2p import G2P
+    from text.g2p import G2P
 
 __all__ = ["PhonemeVocab", "text_to_ids", "PAD", "BOS", "EOS"]
 
@@ -129,7 +129,7 @@ class PhonemeVocab:
                 raise TextError(
                     f"unknown phoneme symbol {describe_symbol(ch)} at position {position} of {phonemes!r}; it is "
                     f"not in the phoneme inventory. If espeak-ng really produces it, append it to _INVENTORY in "
-                    f"alignment/vocab.py (never reorder) and rebuild the vocabulary"
+                    f"text/vocab.py (never reorder) and rebuild the vocabulary"
                 )
             ids.append(idx)
         return [BOS, *ids, EOS] if add_bos_eos else ids

@@ -4,7 +4,7 @@
     g2p("Dr. Smith paid $3.50.")                # -> "dˈɑːktɚ smˈɪθ pˈeɪd θɹˈiː dˈɑːlɚz fˈɪfti sˈɛnts."
     g2p.phonemize(["Hello world!", "Yes."])    # -> ["həlˈoʊ wˈɜːld!", "jˈɛs."]
 
-Every text is first normalised (`alignment.normalize.normalize_text`: numbers, currency, abbreviations written out,
+Every text is first normalised (`text.normalize.normalize_text`: numbers, currency, abbreviations written out,
 unicode punctuation to ASCII), then phonemised by espeak-ng: IPA, stress marks (ˈ ˌ) and length marks (ː) kept,
 words separated by one space, phrase punctuation (, . ! ? ; : " ( ) ¡ ¿) kept in place (cut off before espeak-ng
 and put back after, so a "." inside "8.3" stays with the number), language-switch flags
@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from alignment.normalize import TextError, normalize_text
+from text.normalize import TextError, normalize_text
 
 __all__ = ["G2P", "CacheInfo", "resolve_language", "PUNCTUATION_MARKS"]
 
@@ -43,7 +43,7 @@ _NEVER = re.compile(r"(?!)")  # a punctuation pattern that matches nothing
 
 # phonemizer warns once per batch about removed language-switch flags (expected: English words in German text);
 # real errors still come through.
-_backend_logger = logging.getLogger("alignment.g2p.espeak")
+_backend_logger = logging.getLogger("text.g2p.espeak")
 _backend_logger.setLevel(logging.ERROR)
 
 

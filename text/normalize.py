@@ -13,7 +13,7 @@ English ("en", "en-us", "en-gb", ...) gets the full treatment, in this order:
   4. symbols written out: & @ + = # ° ×; other symbols (emoji, ™ ...) dropped.
 Other languages get step 1 and the symbol clean-up only: espeak-ng reads their digits in their own language.
 
-Everything here is a pure function on strings (no espeak-ng); `alignment.g2p.G2P` calls `normalize_text` first.
+Everything here is a pure function on strings (no espeak-ng); `text.g2p.G2P` calls `normalize_text` first.
 Text that normalises to nothing is not an error here; the G2P raises `TextError` for it, naming the text.
 """
 

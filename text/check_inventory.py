@@ -1,12 +1,12 @@
 """Check text against the fixed phoneme inventory: text files -> report of phoneme symbols with no id.
 
-    python -m alignment.check_inventory --language de corpus/*.txt
+    python -m text.check_inventory --language de corpus/*.txt
     # 52638 lines, 0 unspeakable, 0 symbols missing from the inventory          (exit status 0; 1 if any are missing)
-    python -m alignment.check_inventory --save runs/data/phonemes.json       (write the default vocabulary)
+    python -m text.check_inventory --save runs/data/phonemes.json       (write the default vocabulary)
 
 Every non-empty line of every file goes through the project's G2P (normalisation + espeak-ng) in batches; each
 symbol outside `PhonemeVocab.default()` is listed with a count and an example line. Run it before training on a
-new language or corpus; a missing symbol is appended to `_INVENTORY` in alignment/vocab.py (never reordered).
+new language or corpus; a missing symbol is appended to `_INVENTORY` in text/vocab.py (never reordered).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from alignment.g2p import G2P
-from alignment.normalize import TextError
-from alignment.vocab import PhonemeVocab, describe_symbol
+from text.g2p import G2P
+from text.normalize import TextError
+from text.vocab import PhonemeVocab, describe_symbol
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m alignment.check_inventory",
+        prog="python -m text.check_inventory",
         description="Phonemise every line of text files and report phoneme symbols missing from the fixed "
         "inventory (exit status 1 if any); optionally save the default phoneme vocabulary.",
     )

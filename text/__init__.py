@@ -1,0 +1,24 @@
+"""nanokoel text: the text front end, written text -> phoneme ids (used by data/, tts_lm/, evaluation/, apps/).
+
+`normalize_text` (written -> spoken form), `split_sentences`, `G2P` (espeak-ng IPA phonemes, batched and cached),
+`PhonemeVocab` (fixed phoneme inventory <-> ids) and `text_to_ids`; `python -m text.check_inventory` checks a
+corpus against the inventory. Plain functions on strings.
+
+Imports: nothing else of the project (a leaf package).
+"""
+
+from text.g2p import G2P
+from text.normalize import TextError, normalize_text, split_sentences
+from text.vocab import BOS, EOS, PAD, PhonemeVocab, text_to_ids
+
+__all__ = [
+    "TextError",
+    "normalize_text",
+    "split_sentences",
+    "G2P",
+    "PhonemeVocab",
+    "text_to_ids",
+    "PAD",
+    "BOS",
+    "EOS",
+]
