@@ -60,7 +60,7 @@ class AlignmentConfig:
     ctc_weight: float = 0.002
     blank_logprob: float = -1.0
     # CTC time steps per LM step: at 12.5 FPS espeak-ng IPA runs ~1.5 symbols per frame, and CTC needs at least
-    # one time step per symbol (alignment.forward_sum). Raise it with frame stacking.
+    # one time step per symbol (tts_lm.forward_sum). Raise it with frame stacking.
     ctc_audio_repeat: int = 3
 
 

@@ -19,7 +19,7 @@ or the frame cap derived from the phoneme count (LMConfig.max_frames_for).
 
 Alignment tracking: the alignment heads' attention over the text (mean over heads and layers) of the cond
 rows; its argmax, kept monotonic and moving at most `max_text_jump` positions per step, is the attended text
-position. With `monotonic_prior=True` a window around it (alignment.prior.monotonic_log_prior) is added to the
+position. With `monotonic_prior=True` a window around it (tts_lm.prior.monotonic_log_prior) is added to the
 alignment heads' scores of the next step, which stops skipping and repeating.
 
 Batches of different lengths are left-padded (sequence.py) with per-row RoPE positions, so each row generates
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import DynamicCache
 
-from alignment.prior import monotonic_log_prior
 from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD
+from tts_lm.prior import monotonic_log_prior
 from tts_lm.sequence import assemble, text_with_specials
 
 if TYPE_CHECKING:

@@ -33,13 +33,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from alignment.forward_sum import forward_sum_loss
-from alignment.prior import log_attention_prior
 from codec.configuration import config_from_dict, config_to_dict
 from codec.fileio import atomic_path, write_json_atomic
 from tts_lm.attention import AlignmentContext, register_attention
 from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD, LMConfig
+from tts_lm.forward_sum import forward_sum_loss
 from tts_lm.local_transformer import LocalTransformer, ParallelHead
+from tts_lm.prior import log_attention_prior
 from tts_lm.sequence import Layout, assemble, stack_frames, text_with_specials
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"

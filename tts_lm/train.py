@@ -6,7 +6,7 @@
 
 A plain loop on HF accelerate: per optimizer step `grad_accum` micro-batches (gradients synchronised on the last
 one), gradient clipping, AdamW with linear warmup + cosine decay (set by hand every step, so there is no
-scheduler state), the attention prior's weight from its annealing schedule (alignment.prior.prior_weight).
+scheduler state), the attention prior's weight from its annealing schedule (tts_lm.prior.prior_weight).
 Every `val_every` steps: validation loss (fixed prompts, no guidance drop) and a few generated validation
 utterances (lengths, and audio in tensorboard when the codec the tokens came from is loadable).
 
@@ -38,12 +38,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm import tqdm
 
-from alignment.prior import prior_weight
 from codec.configuration import load_config, save_config
 from codec.fileio import atomic_path, write_json_atomic
 from tts_lm.config import LMConfig
 from tts_lm.dataset import DataConfig, PromptedUtterances, read_tokens
 from tts_lm.model import CONFIG_NAME, KoelLM, LMBatch
+from tts_lm.prior import prior_weight
 
 
 @dataclass

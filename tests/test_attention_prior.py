@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from alignment.forward_sum import forward_sum_loss
-from alignment.prior import (
+from tts_lm.forward_sum import forward_sum_loss
+from tts_lm.prior import (
     attention_prior,
     beta_binomial_prior,
     log_attention_prior,
