@@ -97,11 +97,11 @@ ALIGN_SET  := $(ALIGN_CONFIG_$(PROFILE)) lm=$(LM_DIR) tokens=$(TOKENS_DIR) out_d
 .PHONY: align
 align: $(ALIGN_DIR)/eval/report.json
 $(ALIGN_DIR)/pairs/meta.json: $(LM_DIR)/model.safetensors $(TOKENS_DIR)/meta.json $(ALIGN_CONFIG_$(PROFILE))
-	$(PY) -m alignment.preference pairs $(ALIGN_SET) $(ALIGN_ARGS)
+	$(PY) -m alignment pairs $(ALIGN_SET) $(ALIGN_ARGS)
 $(ALIGN_DIR)/model.safetensors: $(ALIGN_DIR)/pairs/meta.json
-	$(PY) -m alignment.preference train $(ALIGN_SET)
+	$(PY) -m alignment train $(ALIGN_SET)
 $(ALIGN_DIR)/eval/report.json: $(ALIGN_DIR)/model.safetensors
-	$(PY) -m alignment.preference evaluate $(ALIGN_SET)
+	$(PY) -m alignment evaluate $(ALIGN_SET)
 
 # ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
 app: $(SETUP)

@@ -14,13 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alignment.__main__ import main
 from alignment.challenge_texts import KINDS, challenge_texts
-from alignment.preference import main
-from alignment.preference_config import AlignConfig, LossConfig, ScoringConfig
-from alignment.preference_losses import dpo_loss, rpo_loss, sequence_logprobs
-from alignment.preference_pairs import FEATURES, PAIRS_DIR, load_pairs, make_pairs
-from alignment.preference_ranking import pareto_ranks, select_pair
-from alignment.preference_scoring import PromptedText, Scorer, item_seed, sample_and_score, weights_hash
+from alignment.config import AlignConfig, LossConfig, ScoringConfig
+from alignment.losses import dpo_loss, rpo_loss, sequence_logprobs
+from alignment.pairs import FEATURES, PAIRS_DIR, load_pairs, make_pairs
+from alignment.ranking import pareto_ranks, select_pair
+from alignment.scoring import PromptedText, Scorer, item_seed, sample_and_score, weights_hash
 from codec.configuration import load_config
 from tests.speech import synthesize
 from tests.test_lm import make_token_set
@@ -76,7 +76,7 @@ def test_dpo_gradient_pushes_chosen_up_relative_to_rejected():
 
     # on a real (tiny) LM: a few optimizer steps on one pair raise the chosen sample's log-probability relative to
     # the rejected one, measured against the frozen reference
-    from alignment.preference_train import batch_logprobs, preference_loss
+    from alignment.train import batch_logprobs, preference_loss
 
     lm, _ = tiny_models()
     reference = copy.deepcopy(lm).eval().requires_grad_(False)
@@ -206,7 +206,7 @@ def test_pairs_are_real_samples_with_their_scores_and_resume_to_the_same_dataset
     assert meta["lm_hash"] == weights_hash(tiny_run / "lm") and meta["scoring"]["asr_backend"] == "pocketsphinx"
     cfg = align_config(tiny_run)
     lm = KoelLM.from_pretrained(tiny_run / "lm")
-    from alignment.preference_scoring import load_models, resolved_scoring
+    from alignment.scoring import load_models, resolved_scoring
 
     _, codec = load_models(cfg, "cpu")
     scorer = Scorer(codec, resolved_scoring(cfg.scoring))
@@ -237,7 +237,7 @@ def test_pairs_are_real_samples_with_their_scores_and_resume_to_the_same_dataset
 
 
 def test_training_resume_equals_uninterrupted_and_the_reference_stays_frozen(tiny_run, monkeypatch):
-    import alignment.preference_train as train_module
+    import alignment.train as train_module
 
     lm_before = load_file(str(tiny_run / "lm" / "model.safetensors"))
     references = []
@@ -292,8 +292,8 @@ def shutil_copy_pairs(src: Path, dst: Path) -> None:
 
 
 def test_train_raises_the_reward_margin_and_evaluate_reports_before_and_after(tiny_run):
-    from alignment.preference_eval import evaluate
-    from alignment.preference_train import PairData, preference_loss, train
+    from alignment.evaluate import evaluate
+    from alignment.train import PairData, preference_loss, train
 
     cfg = align_config(tiny_run, out="align_e2e")
     shutil_copy_pairs(tiny_run / "align", tiny_run / "align_e2e")

@@ -6,7 +6,7 @@ Items: `eval.max_items` utterances of the token set's `eval.split` ("test": text
 training, each with meta.json's fixed prompt of the same speaker), plus `eval.challenge_items` challenging texts
 (alignment.challenge_texts) spoken with those held-out speakers' prompts. Both LMs (cfg.lm, and the aligned one
 in OUT) synthesise every item once with the same sampling options and the same per-item seed, and the speech is
-scored like the pairs (alignment.preference_scoring): CER of the ASR transcript against the text (corpus
+scored like the pairs (alignment.scoring): CER of the ASR transcript against the text (corpus
 level: total edits / total reference characters; and the mean per utterance), speaker similarity to the
 prompt (mean cosine), and the failure share: utterances with CER above `eval.failure_cer` (skipped or repeated
 words, babbling; Koel-TTS's hallucination measure). The report names the ASR and speaker models, the number
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alignment.preference_config import AlignConfig, EvalConfig
-from alignment.preference_pairs import load_pairs
-from alignment.preference_scoring import (
+from alignment.config import AlignConfig, EvalConfig
+from alignment.pairs import load_pairs
+from alignment.scoring import (
     PromptedText,
     Scorer,
     challenge_items,

@@ -3,11 +3,11 @@
     meta = make_pairs(cfg, workers=1)          # AlignConfig -> OUT/pairs/ (a `datasets` dataset + meta.json)
     ds, meta = load_pairs(OUT)
 
-Items (alignment.preference_scoring): `pairs.corpus_items` train utterances of the token set with their 3-5 s
+Items (alignment.scoring): `pairs.corpus_items` train utterances of the token set with their 3-5 s
 speaker-prompt crops, plus `pairs.challenge_items` generated challenging texts (alignment.challenge_texts) with
 train speakers' prompts. Per item, `num_candidates` samples come from the current LM in one batch (a generator
 seeded from the item id, so a sample never depends on the shard layout or the process that made it), are
-decoded, transcribed and embedded (CER, similarity to the prompt), and alignment.preference_ranking picks the
+decoded, transcribed and embedded (CER, similarity to the prompt), and alignment.ranking picks the
 pair; items without a clear preference are recorded in skipped.jsonl with every candidate's scores.
 
 Rows (one per kept pair): id, kind, split ("train" / "validation": a hash of the id against
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alignment.preference_config import AlignConfig, PairsConfig
-from alignment.preference_ranking import select_pair
-from alignment.preference_scoring import (
+from alignment.config import AlignConfig, PairsConfig
+from alignment.ranking import select_pair
+from alignment.scoring import (
     PromptedText,
     Scorer,
     challenge_items,
@@ -65,7 +65,7 @@ from tts_lm.dataset import read_tokens
 from tts_lm.generate import GenerationError
 from tts_lm.model import KoelLM
 
-log = logging.getLogger("alignment.preference")
+log = logging.getLogger("alignment")
 
 FORMAT_VERSION = 1
 SHARDS_DIR, PAIRS_DIR, META_NAME, SKIPPED_NAME = "pair_shards", "pairs", "meta.json", "skipped.json"
@@ -316,6 +316,6 @@ def load_pairs(out_dir: str | os.PathLike) -> tuple[datasets.Dataset, dict[str, 
     if not (path / META_NAME).is_file():
         raise FileNotFoundError(
             f"{path}/{META_NAME} not found: no finished preference pairs; run "
-            f"`python -m alignment.preference pairs CONFIG ... out_dir={out_dir}` first (it resumes)"
+            f"`python -m alignment pairs CONFIG ... out_dir={out_dir}` first (it resumes)"
         )
     return datasets.load_from_disk(str(path)), json.loads((path / META_NAME).read_text(encoding="utf-8"))

@@ -1,9 +1,9 @@
 """Preference alignment of the TTS LM (`make align`): sample pairs, train DPO / RPO, evaluate before and after.
 
-    python -m alignment.preference pairs    configs/align/cpu.yaml lm=runs/tts_lm/cpu_12.5fps \\
+    python -m alignment pairs    configs/align/cpu.yaml lm=runs/tts_lm/cpu_12.5fps \\
         tokens=runs/tokens/cpu_12.5fps out_dir=runs/align/cpu_12.5fps [--workers 2]
-    python -m alignment.preference train    configs/align/cpu.yaml lm=... tokens=... out_dir=...
-    python -m alignment.preference evaluate configs/align/cpu.yaml lm=... tokens=... out_dir=...
+    python -m alignment train    configs/align/cpu.yaml lm=... tokens=... out_dir=...
+    python -m alignment evaluate configs/align/cpu.yaml lm=... tokens=... out_dir=...
 
 Koel-TTS (Hussain et al. 2025): an LM TTS that already sounds good still mispronounces, skips and babbles on
 hard text; aligning it to automatic rewards fixes much of that. For a set of (text, speaker prompt) items, train
@@ -11,11 +11,11 @@ texts and generated challenging ones, the LM samples several candidates; ASR CER
 prompt rank them (Pareto); the best and the worst form a (chosen, rejected) pair; DPO (or RPO: DPO + NLL on the
 chosen) trains the LM against a frozen copy of itself. Then both are scored on held-out texts and unseen speakers.
 
-    pairs     alignment.preference_pairs   -> OUT/pairs/ (datasets + meta.json; resumable, --workers / torchrun)
-    train     alignment.preference_train   -> OUT/model.safetensors + config.json + phonemes.json (resumable)
-    evaluate  alignment.preference_eval    -> OUT/eval/report.json + report.md
-The losses are plain functions in alignment.preference_losses, the pair choice in alignment.preference_ranking.
-Every step takes the same config file (alignment.preference_config.AlignConfig) and key=value overrides.
+    pairs     alignment.pairs      -> OUT/pairs/ (datasets + meta.json; resumable, --workers / torchrun)
+    train     alignment.train      -> OUT/model.safetensors + config.json + phonemes.json (resumable)
+    evaluate  alignment.evaluate   -> OUT/eval/report.json + report.md
+The losses are plain functions in alignment.losses, the pair choice in alignment.ranking.
+Every step takes the same config file (alignment.config.AlignConfig) and key=value overrides.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import argparse
 import logging
 import sys
 
-from alignment.preference_config import AlignConfig
+from alignment.config import AlignConfig
 from codec.configuration import ConfigError, load_config
 
 STEPS = ("pairs", "train", "evaluate")
@@ -32,9 +32,9 @@ STEPS = ("pairs", "train", "evaluate")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m alignment.preference",
+        prog="python -m alignment",
         description="Preference alignment (DPO / RPO) of the TTS LM with ASR and speaker-similarity rewards.",
-        epilog="example: python -m alignment.preference pairs configs/align/cpu.yaml lm=runs/tts_lm/cpu_12.5fps "
+        epilog="example: python -m alignment pairs configs/align/cpu.yaml lm=runs/tts_lm/cpu_12.5fps "
         "tokens=runs/tokens/cpu_12.5fps out_dir=runs/align/cpu_12.5fps",
     )
     steps = parser.add_subparsers(dest="step", required=True, metavar="{pairs,train,evaluate}")
@@ -59,19 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(AlignConfig, args.config, args.overrides)
         if args.step == "pairs":
-            from alignment.preference_pairs import make_pairs
+            from alignment.pairs import make_pairs
 
             make_pairs(cfg, workers=args.workers, max_shards=args.max_shards)
         elif args.step == "train":
-            from alignment.preference_train import train
+            from alignment.train import train
 
             train(cfg)
         else:
-            from alignment.preference_eval import evaluate
+            from alignment.evaluate import evaluate
 
             evaluate(cfg, after=args.after)
     except (FileNotFoundError, ValueError, ConfigError) as err:
-        print(f"alignment.preference {args.step}: error: {err}", file=sys.stderr)
+        print(f"alignment {args.step}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,4 +1,4 @@
-"""The preference-alignment stage's config schema (`python -m alignment.preference`, configs/align/*.yaml).
+"""The preference-alignment stage's config schema (`python -m alignment`, configs/align/*.yaml).
 
     cfg = load_config(AlignConfig, "configs/align/cpu.yaml", ["lm=runs/tts_lm/cpu_12.5fps", "out_dir=..."])
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alignment.preference_losses import DEFAULT_BETA
+from alignment.losses import DEFAULT_BETA
 from tts_lm.train import OptimConfig
 
 
@@ -31,7 +31,7 @@ class PairsConfig:
     challenge_items: int = 64  # generated challenging texts (alignment.challenge_texts) with train-speaker prompts
     num_candidates: int = 6  # samples per item
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    cer_tolerance: float = 0.0  # CERs at or below count as 0 (alignment.preference_ranking)
+    cer_tolerance: float = 0.0  # CERs at or below count as 0 (alignment.ranking)
     min_similarity_gap: float = 0.0  # equal CERs: chosen must beat rejected on similarity by this much
     max_chosen_cer: float = 1.0  # drop items whose best candidate is still this bad
     val_fraction: float = 0.1  # items held out for the trainer's validation reward accuracy

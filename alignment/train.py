@@ -6,8 +6,8 @@ Policy and reference both start as the LM that made the pairs (cfg.lm); the refe
 requires_grad False, never handed to the optimizer). One micro-batch of B pairs is ONE teacher-forced forward of
 2B rows (chosen rows, then rejected rows, the prompt and phonemes of the pair's item, conditional: no guidance
 drop) through each model; a row's log-probability is the sum over its audio steps and codebooks of
-log p(code), the audio EOS after the last frame included (alignment.preference_losses.sequence_logprobs), and
-alignment.preference_losses turns the four sums into the DPO / RPO loss and the implicit rewards
+log p(code), the audio EOS after the last frame included (alignment.losses.sequence_logprobs), and
+alignment.losses turns the four sums into the DPO / RPO loss and the implicit rewards
 beta * (log pi - log ref), whose margins and accuracies are logged (tensorboard OUT/tb/, progress bar).
 
 The loop is tts_lm.train's, piece by piece: `BatchStream` (resumable position in seeded epochs; PairData
@@ -32,10 +32,10 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from alignment.preference_config import AlignConfig, LossConfig
-from alignment.preference_losses import PreferenceLoss, dpo_loss, rpo_loss, sequence_logprobs
-from alignment.preference_pairs import load_pairs
-from alignment.preference_scoring import weights_hash
+from alignment.config import AlignConfig, LossConfig
+from alignment.losses import PreferenceLoss, dpo_loss, rpo_loss, sequence_logprobs
+from alignment.pairs import load_pairs
+from alignment.scoring import weights_hash
 from codec.configuration import save_config
 from codec.fileio import write_json_atomic
 from text.vocab import PhonemeVocab
@@ -174,7 +174,7 @@ def train(cfg: AlignConfig) -> Path:
     if pairs_meta.get("lm_hash") != weights_hash(cfg.lm):
         raise ValueError(
             f"{out}/pairs were sampled from another LM than lm={cfg.lm}; DPO needs pairs of the model it trains "
-            f"(rerun `python -m alignment.preference pairs ...` into a new out_dir)"
+            f"(rerun `python -m alignment pairs ...` into a new out_dir)"
         )
     accelerator = Accelerator(mixed_precision=t.precision, cpu=t.cpu)
     if t.num_threads > 0:
@@ -210,7 +210,7 @@ def train(cfg: AlignConfig) -> Path:
 
         writer = SummaryWriter(str(out / "tb"))
         tqdm.write(
-            f"alignment.preference train: {cfg.loss.kind.upper()} (beta {cfg.loss.beta:g}) on {len(train_data)} "
+            f"alignment train: {cfg.loss.kind.upper()} (beta {cfg.loss.beta:g}) on {len(train_data)} "
             f"pairs ({len(val_data)} validation), {t.batch_size} pairs x {t.grad_accum} per step, {t.max_steps} "
             f"steps" + (f"; resuming at step {state.step}" if state.step else "")
         )

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from alignment.challenge_texts import challenge_texts
-from alignment.preference_config import AlignConfig, SamplingConfig, ScoringConfig
+from alignment.config import AlignConfig, SamplingConfig, ScoringConfig
 from codec import NanoCodec
 from codec.audio import AudioError
 from evaluation.asr import default_asr_spec, load_asr
