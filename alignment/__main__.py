@@ -25,7 +25,7 @@ import logging
 import sys
 
 from alignment.config import AlignConfig
-from codec.configuration import ConfigError, load_config
+from common.config import ConfigError, load_config
 
 STEPS = ("pairs", "train", "evaluate")
 

@@ -36,8 +36,8 @@ from alignment.scoring import (
     resolved_scoring,
     sample_and_score,
 )
-from codec.configuration import config_to_dict
-from codec.fileio import write_json_atomic, write_text_atomic
+from common.config import config_to_dict
+from common.fileio import write_json_atomic, write_text_atomic
 from evaluation.text_metrics import error_rates
 from text.g2p import G2P
 from tts_lm.dataset import read_tokens

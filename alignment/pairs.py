@@ -57,9 +57,9 @@ from alignment.scoring import (
     sample_and_score,
     weights_hash,
 )
-from codec.configuration import config_to_dict
-from codec.fileio import atomic_path
-from codec.parallel import run_spawned_pool
+from common.config import config_to_dict
+from common.fileio import atomic_path
+from common.parallel import run_spawned_pool
 from text.g2p import G2P
 from tts_lm.dataset import read_tokens
 from tts_lm.generate import GenerationError

@@ -36,8 +36,8 @@ from alignment.config import AlignConfig, LossConfig
 from alignment.losses import PreferenceLoss, dpo_loss, rpo_loss, sequence_logprobs
 from alignment.pairs import load_pairs
 from alignment.scoring import weights_hash
-from codec.configuration import save_config
-from codec.fileio import write_json_atomic
+from common.config import save_config
+from common.fileio import write_json_atomic
 from text.vocab import PhonemeVocab
 from tts_lm.model import KoelLM, LMBatch
 from tts_lm.synthesizer import VOCAB_NAME

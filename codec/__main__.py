@@ -25,9 +25,9 @@ import soundfile as sf
 import torch
 
 from codec.audio import AudioError, load_audio
-from codec.configuration import ConfigError
-from codec.fileio import atomic_path
 from codec.model import CodecError, NanoCodec
+from common.config import ConfigError
+from common.fileio import atomic_path
 
 
 def _load_model(name: str, threads: int) -> NanoCodec:

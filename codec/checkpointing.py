@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from codec.fileio import atomic_path, write_json_atomic
 from codec.model import NanoCodec
+from common.fileio import atomic_path, write_json_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_DIR = "train_state"

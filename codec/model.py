@@ -39,13 +39,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.audio import check_waveform
-from codec.configuration import ConfigError, config_from_dict, config_to_dict
 from codec.conv import has_weight_norm, remove_weight_norm
 from codec.decoder import DecoderConfig, HiFiGANDecoder
 from codec.encoder import EncoderConfig, HiFiGANEncoder
-from codec.fileio import atomic_path, write_json_atomic
 from codec.fsq import GroupFiniteScalarQuantizer, QuantizerConfig
 from codec.streaming import StreamingModule
+from common.config import ConfigError, config_from_dict, config_to_dict
+from common.fileio import atomic_path, write_json_atomic
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -33,7 +33,6 @@ from torch import nn
 
 from codec.audio import AudioError
 from codec.checkpointing import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from codec.configuration import ConfigError, config_to_dict, load_config, save_config
 from codec.dataset import CropDataset, DataConfig, ManifestError, read_audio_manifest, split_items, validation_set
 from codec.discriminators import Discriminator, DiscriminatorConfig
 from codec.losses import (
@@ -46,6 +45,7 @@ from codec.losses import (
 )
 from codec.model import WEIGHTS_NAME, CodecConfig, CodecError, NanoCodec, calibrate_latents
 from codec.speaker import SpeakerConsistencyLoss, build_speaker_encoder
+from common.config import ConfigError, config_to_dict, load_config, save_config
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from codec.audio import AudioError, AudioInfo, audio_info, check_array, load_audio, resample
-from codec.fileio import atomic_path
+from common.fileio import atomic_path
 
 __all__ = [
     "AudioError",

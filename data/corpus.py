@@ -36,8 +36,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from codec.configuration import load_config, save_config
-from codec.fileio import write_json_atomic
+from common.config import load_config, save_config
+from common.fileio import write_json_atomic
 from data.audio import (
     AudioError,
     audio_comment,

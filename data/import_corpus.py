@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from codec.fileio import write_json_atomic
+from common.fileio import write_json_atomic
 from data.adapters import ADAPTERS, CorpusLayoutError, SourceUtterance, read_corpus
 from data.audio import AudioError, audio_comment, check_array, load_audio, resample, save_audio
 from data.manifest import (

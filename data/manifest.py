@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from codec.fileio import write_text_atomic
+from common.fileio import write_text_atomic
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_NAME = "manifest.jsonl"

@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from codec.fileio import write_json_atomic, write_text_atomic
+from common.fileio import write_json_atomic, write_text_atomic
 from data.manifest import VOCAB_NAME
 from data.token_shards import SKIP_REASONS, SKIPPED_NAME, Shard, TokenizeError, shard_done
 from text.vocab import PhonemeVocab

@@ -39,7 +39,7 @@ import soundfile as sf
 import torch
 
 from codec.audio import SILENCE_PEAK, AudioError, load_audio
-from codec.fileio import atomic_path
+from common.fileio import atomic_path
 from data.manifest import Utterance
 from text.normalize import TextError
 from text.vocab import PhonemeVocab

@@ -43,9 +43,9 @@ import torch
 from tqdm import tqdm
 
 from codec import CodecError, NanoCodec
-from codec.configuration import config_to_dict
-from codec.fileio import write_json_atomic
-from codec.parallel import run_spawned_pool
+from common.config import config_to_dict
+from common.fileio import write_json_atomic
+from common.parallel import run_spawned_pool
 from data.manifest import VOCAB_NAME, ManifestError, read_manifest
 from data.token_index import META_NAME, SHARDS_DIR, load_tokens, merge, plan_fingerprint, speaker_prompts
 from data.token_shards import (

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.audio import AudioError, check_array, resample
-from codec.fileio import atomic_path
+from common.fileio import atomic_path
 
 ASR_RATE = 16000  # every backend here works at 16 kHz
 BACKENDS = ("faster-whisper", "pocketsphinx", "transformers")

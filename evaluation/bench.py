@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from codec.fileio import write_json_atomic, write_text_atomic
+from common.fileio import write_json_atomic, write_text_atomic
 from evaluation.bench_utils import BenchSettings, machine_info
 
 PAPER_RTF_RATIO = 2.33  # NanoCodec paper: LM RTF at 21.5 FPS / at 12.5 FPS

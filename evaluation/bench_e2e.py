@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from codec import NanoCodec
-from codec.configuration import config_from_dict
+from common.config import config_from_dict
 from evaluation.bench_utils import PROMPT_TEXT, TEXT, BenchSettings, espeak_speech, median
 from text import PhonemeVocab
 from tts_lm import KoelLM, LMConfig

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from codec import CodecConfig, NanoCodec
-from codec.configuration import config_from_dict, load_config
+from common.config import config_from_dict, load_config
 from evaluation.bench_utils import LONG_TEXT, TEXT, BenchSettings, espeak_speech, median, timed
 from text import G2P, PhonemeVocab, split_sentences
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec.fileio import atomic_path
 from codec.spectral import MelConfig, MelSpectrogram
+from common.fileio import atomic_path
 
 
 def _pyplot():

@@ -30,7 +30,7 @@ import soundfile as sf
 import torch
 
 from codec.audio import load_audio
-from codec.fileio import atomic_path, write_json_atomic
+from common.fileio import atomic_path, write_json_atomic
 from data.manifest import Utterance, read_manifest
 from data.token_index import speaker_prompts
 from evaluation import plots

@@ -15,12 +15,12 @@ import torch
 from codec import CodecConfig, CodecError, CodecOutput, NanoCodec
 from codec.__main__ import main as cli_main
 from codec.audio import AudioError
-from codec.configuration import ConfigError
 from codec.decoder import DecoderConfig
 from codec.encoder import EncoderConfig
 from codec.fsq import FiniteScalarQuantizer, GroupFiniteScalarQuantizer, QuantizerConfig
 from codec.model import load_codec_config
 from codec.streaming import StreamingError
+from common.config import ConfigError
 from tests.speech import SENTENCE, synthesize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "codec"
@@ -358,7 +358,7 @@ def test_from_pretrained_errors(tmp_path):
 
 
 def load_codec_config_json(values: dict) -> CodecConfig:
-    from codec.configuration import config_from_dict
+    from common.config import config_from_dict
 
     return config_from_dict(CodecConfig, {k: v for k, v in values.items() if k != "model_type"})
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from codec.configuration import load_config
 from codec.dataset import CropDataset, ManifestError, read_audio_manifest, split_items
 from codec.discriminators import Discriminator, DiscriminatorConfig, DiscriminatorOutput
 from codec.losses import LossConfig, ReconstructionLoss, discriminator_loss, feature_matching_loss, generator_loss
@@ -30,6 +29,7 @@ from codec.train import (
     main,
     train,
 )
+from common.config import load_config
 from tests.speech import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,8 +314,8 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
 
 
 def test_resuming_with_another_recipe_is_reported(corpus, tmp_path):
-    from codec.configuration import save_config
     from codec.train import recipe_changes
+    from common.config import save_config
 
     saved = tmp_path / "train_config.yaml"
     save_config(tiny_config(corpus, tmp_path), saved)
@@ -382,7 +382,7 @@ def test_cli_help_and_config_errors(capsys):
 DDP_SCRIPT = """
 import sys, torch
 from safetensors.torch import save_file
-from codec.configuration import load_config
+from common.config import load_config
 from codec.train import TrainConfig, train
 torch.set_num_threads(1)
 result = train(load_config(TrainConfig, sys.argv[1], sys.argv[2:]))

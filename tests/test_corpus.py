@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from codec.configuration import ConfigError
+from common.config import ConfigError
 from data.audio import loudness_db, peak_db, save_audio
 from data.corpus import CorpusError, build_corpus, load_profile, main, plan_corpus, utterances_for
 from data.manifest import check_speaker_disjoint, read_manifest

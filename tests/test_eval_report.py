@@ -12,10 +12,10 @@ import torch
 
 from codec import NanoCodec
 from codec.audio import load_audio
-from codec.configuration import save_config
 from codec.fsq import QuantizerConfig
 from codec.metrics import mel_distance, si_sdr
 from codec.train import TrainConfig
+from common.config import save_config
 from data.manifest import Utterance, read_manifest, write_manifest
 from evaluation.__main__ import main
 from evaluation.asr import resolve_whisper_model

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codec.configuration import load_config
+from common.config import load_config
 from text.vocab import PhonemeVocab
 from tts_lm import AlignmentConfig, GenerationError, KoelLM, LMBatch, LMConfig
 from tts_lm.dataset import PromptedUtterances, read_tokens

@@ -21,7 +21,7 @@ from alignment.losses import dpo_loss, rpo_loss, sequence_logprobs
 from alignment.pairs import FEATURES, PAIRS_DIR, load_pairs, make_pairs
 from alignment.ranking import pareto_ranks, select_pair
 from alignment.scoring import PromptedText, Scorer, item_seed, sample_and_score, weights_hash
-from codec.configuration import load_config
+from common.config import load_config
 from tests.speech import synthesize
 from tests.test_lm import make_token_set
 from tests.tiny_tts import save_tiny_models, tiny_models

@@ -4,7 +4,7 @@
 `PhonemeVocab` (fixed phoneme inventory <-> ids) and `text_to_ids`; `python -m text.check_inventory` checks a
 corpus against the inventory. Plain functions on strings.
 
-Imports: nothing else of the project (a leaf package).
+Imports: common (atomic writes) and nothing else of the project.
 """
 
 from text.g2p import G2P

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.fileio import write_json_atomic
 from text.normalize import TextError
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class PhonemeVocab:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON, atomically (a crash leaves the old file or the new one, never half)."""
-        _write_json_atomic(Path(path), self.to_dict())
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PhonemeVocab:
@@ -190,19 +190,6 @@ class PhonemeVocab:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"phoneme vocabulary {path} is not valid JSON: {err}") from None
         return cls.from_dict(data, source=str(path))
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    # the same temp-file + os.replace as codec/fileio.py, repeated here: `alignment` imports nothing of the project
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def text_to_ids(texts: list[str], g2p: G2P, vocab: PhonemeVocab, add_bos_eos: bool = False) -> list[list[int]]:

@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from codec.configuration import config_from_dict, config_to_dict
-from codec.fileio import atomic_path, write_json_atomic
+from common.config import config_from_dict, config_to_dict
+from common.fileio import atomic_path, write_json_atomic
 from tts_lm.attention import AlignmentContext, register_attention
 from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD, LMConfig
 from tts_lm.forward_sum import forward_sum_loss

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from codec.audio import AudioError, load_audio
-from codec.fileio import atomic_path, write_text_atomic
+from common.fileio import atomic_path, write_text_atomic
 
 DEFAULT_LM = "runs/tts_lm/cpu_12.5fps"
 DEFAULT_CODEC = "runs/codec/cpu_12.5fps"

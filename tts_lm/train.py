@@ -38,8 +38,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm import tqdm
 
-from codec.configuration import load_config, save_config
-from codec.fileio import atomic_path, write_json_atomic
+from common.config import load_config, save_config
+from common.fileio import atomic_path, write_json_atomic
 from tts_lm.config import LMConfig
 from tts_lm.dataset import DataConfig, PromptedUtterances, read_tokens
 from tts_lm.model import CONFIG_NAME, KoelLM, LMBatch

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from codec.fileio import write_text_atomic
+from common.fileio import write_text_atomic
 
 T = TypeVar("T")
 

@@ -1,0 +1,8 @@
+"""nanokoel common: the project-wide helpers every stage shares, none of them about speech or text.
+
+    config.py     the config system: a dataclass schema, YAML values, key=value overrides (OmegaConf)
+    fileio.py     atomic writes: nothing is half-written when a job dies mid-write
+    parallel.py   a pool of spawned worker processes with progress reported back (tokenisation, preference pairs)
+
+Imports: nothing else of the project (a leaf package, the bottom layer).
+"""
