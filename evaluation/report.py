@@ -35,7 +35,7 @@ from data.manifest import Utterance, read_manifest
 from data.token_index import speaker_prompts
 from evaluation import plots
 from evaluation.asr import load_asr
-from evaluation.bench_utils import machine_info
+from evaluation.bench.harness import machine_info
 from evaluation.codec_eval import EvalUtterance, evaluate_codec
 from evaluation.report_text import render_report
 from evaluation.speaker import load_speaker_model

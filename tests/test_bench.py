@@ -11,8 +11,8 @@ import math
 import pytest
 
 from codec import NanoCodec
-from evaluation.bench import main
-from evaluation.bench_utils import BenchSettings
+from evaluation.bench.__main__ import main
+from evaluation.bench.harness import BenchSettings
 from tests.tiny_tts import save_tiny_models
 
 REQUIRED = ("rtf_12_5", "rtf_21_5", "rtf_ratio", "ttfa_12_5_ms", "ttfa_21_5_ms")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from codec import NanoCodec
 from codec.audio import resample
-from evaluation.bench_utils import LONG_TEXT, BenchSettings, espeak_speech, median, timed
+from evaluation.bench.harness import LONG_TEXT, BenchSettings, espeak_speech, median, timed
 
 
 @dataclass

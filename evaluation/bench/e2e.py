@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from codec import NanoCodec
 from common.config import config_from_dict
-from evaluation.bench_utils import PROMPT_TEXT, TEXT, BenchSettings, espeak_speech, median
+from evaluation.bench.harness import PROMPT_TEXT, TEXT, BenchSettings, espeak_speech, median
 from text import PhonemeVocab
 from tts_lm import KoelLM, LMConfig
 from tts_lm.generate import stream_frames

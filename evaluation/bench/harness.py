@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks (evaluation/bench*.py): sizes, speech input, timing, machine description.
+"""Shared pieces of the benchmarks (evaluation/bench/): sizes, speech input, timing, machine description.
 
     settings = BenchSettings.full(threads=1)   # or BenchSettings.smoke(): seconds-long, tiny sizes (tests, CI)
     wav = espeak_speech(TEXT, sample_rate=22050, seconds=4.0)     # float32 [T], real speech (espeak-ng)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from codec import CodecConfig, NanoCodec
 from common.config import config_from_dict, load_config
-from evaluation.bench_utils import LONG_TEXT, TEXT, BenchSettings, espeak_speech, median, timed
+from evaluation.bench.harness import LONG_TEXT, TEXT, BenchSettings, espeak_speech, median, timed
 from text import G2P, PhonemeVocab, split_sentences
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3")

@@ -5,11 +5,11 @@
         [--codec-21 runs/codec/cpu_21.5fps --lm-21 runs/tts_lm/cpu_21.5fps]
 
 1. Streaming TTS end to end, 12.5 vs 21.5 FPS, same LM architecture (configs/lm/cpu.yaml), same text, prompt and
-   audio length, batch sizes 1 and 8: RTF, time to first audio, LM steps per second of audio (bench_e2e.py).
+   audio length, batch sizes 1 and 8: RTF, time to first audio, LM steps per second of audio (e2e.py).
 2. Codec speed: the paper-scale NanoCodec configs (offline, and streaming decode frame by frame) against Mimi,
-   EnCodec and DAC from transformers configs with random weights; interleaved rounds, medians (bench_codecs.py).
+   EnCodec and DAC from transformers configs with random weights; interleaved rounds, medians (codec_speed.py).
 3. Tokenisation throughput (stage 2's own code path) and codec / LM training throughput of the CPU profiles
-   (bench_throughput.py).
+   (throughput.py).
 OUT/results.json (top-level: rtf_12_5, rtf_21_5, rtf_ratio = 21.5 over 12.5, ttfa_12_5_ms, ttfa_21_5_ms,
 codec_speed, e2e, tokenize, codec_training, lm_training, machine, settings) and OUT/results.md (the tables, also
 printed). ~10 minutes on this 2-vCPU machine; `--smoke` runs every code path at tiny sizes in seconds (its numbers
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from common.fileio import write_json_atomic, write_text_atomic
-from evaluation.bench_utils import BenchSettings, machine_info
+from evaluation.bench.harness import BenchSettings, machine_info
 
 PAPER_RTF_RATIO = 2.33  # NanoCodec paper: LM RTF at 21.5 FPS / at 12.5 FPS
 
@@ -41,9 +41,9 @@ def run_bench(
 
     trained: {"12.5": {"codec": dir, "lm": dir}, "21.5": {...}}: models from runs/ (either part may be missing).
     """
-    from evaluation.bench_codecs import bench_codec_speed
-    from evaluation.bench_e2e import bench_e2e, headline
-    from evaluation.bench_throughput import bench_codec_training, bench_lm_training, bench_tokenize
+    from evaluation.bench.codec_speed import bench_codec_speed
+    from evaluation.bench.e2e import bench_e2e, headline
+    from evaluation.bench.throughput import bench_codec_training, bench_lm_training, bench_tokenize
 
     torch.set_num_threads(settings.threads)
     trained = trained or {}
