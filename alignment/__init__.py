@@ -7,6 +7,6 @@ reference), evaluate.py (before / after on held-out items); scoring.py (ASR CER 
 samples), ranking.py (Pareto choice of the pair), losses.py (DPO / RPO, plain tensor functions),
 challenge_texts.py (hard texts made from the corpus's words), config.py (AlignConfig), __main__.py (the CLI).
 
-Imports: text, codec, tts_lm and evaluation (it runs the LM and scores it with evaluation's ASR and
+Imports: common, text, codec, tts_lm and evaluation (it runs the LM and scores it with evaluation's ASR and
 speaker models). The top training stage: only apps/ may import it, and nothing does.
 """

@@ -8,7 +8,8 @@ Holds the model and its attention (with the alignment heads' math: the attention
 forward-sum/CTC loss in forward_sum.py), the token dataset, training, generation and the Synthesizer
 (text + voice prompt -> speech, streaming).
 
-Imports: text (phoneme ids) and codec (decoding, audio IO). Never data/, evaluation/, alignment/ or apps/.
+Imports: common, text (phoneme ids) and codec (decoding, audio IO). Never data/, evaluation/, alignment/ or
+apps/: the token dataset reads the token set data/ writes through `datasets` and its documented format.
 """
 
 from tts_lm.config import AlignmentConfig, CodecRef, LMConfig
