@@ -61,12 +61,16 @@ $(MANIFEST): configs/data/$(CORPUS).yaml | $(SETUP)
 	$(PY) -m data.corpus --profile $(CORPUS) --out $(DATA_DIR)
 
 # ---- stage 1: codec (12.5 FPS, plus the 21.5 FPS baseline for the speed comparison) -----------------
+# A codec folder that codec.train did not write (model.safetensors without train_config.yaml: NVIDIA's converted
+# weights, a codec trained elsewhere, passed as CODEC_DIR=...) is used as it is: it gets no prerequisites, so a
+# newer corpus or config never makes `make` train into it.
+trained_here = $(if $(and $(wildcard $(1)/model.safetensors),$(if $(wildcard $(1)/train_config.yaml),,x)),,$(2))
 codec: $(CODEC_DIR)/model.safetensors
-$(CODEC_DIR)/model.safetensors: $(MANIFEST) $(CODEC_CONFIG_$(PROFILE))
+$(CODEC_DIR)/model.safetensors: $(call trained_here,$(CODEC_DIR),$(MANIFEST) $(CODEC_CONFIG_$(PROFILE)))
 	$(PY) -m codec.train $(CODEC_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(CODEC_DIR)
 
 codec-baseline: $(BASE_DIR)/model.safetensors
-$(BASE_DIR)/model.safetensors: $(MANIFEST) $(BASE_CONFIG_$(PROFILE))
+$(BASE_DIR)/model.safetensors: $(call trained_here,$(BASE_DIR),$(MANIFEST) $(BASE_CONFIG_$(PROFILE)))
 	$(PY) -m codec.train $(BASE_CONFIG_$(PROFILE)) data.manifest=$(MANIFEST) out_dir=$(BASE_DIR)
 
 # ---- stage 2: tokenize (TOKENIZE_ARGS="--workers 2" for more CPU processes) ------------------------------

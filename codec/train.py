@@ -359,6 +359,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         [p for p in discriminator.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
     )
     start_step, resumed = 0, latest_checkpoint(out_dir)
+    if resumed is None and (out_dir / WEIGHTS_NAME).exists() and not (out_dir / "train_config.yaml").exists():
+        raise ConfigError(
+            f"{out_dir} holds a codec that codec.train did not write ({WEIGHTS_NAME} without train_config.yaml: "
+            "converted or downloaded weights) and training would overwrite it; use another out_dir. To use that "
+            "codec as it is, pass it to the later stages (make tokenize CODEC_DIR=...)"
+        )
     if resumed is not None:
         ckpt = load_checkpoint(resumed)
         if ckpt.model_config != model_cfg_dict:

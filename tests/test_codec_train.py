@@ -325,6 +325,18 @@ def test_resuming_with_another_recipe_is_reported(corpus, tmp_path):
     assert recipe_changes(saved, changed) == ["loss.stft_weight: 20.0 -> 2.0", "optim.encoder_lr_scale: 1.0 -> 0.5"]
 
 
+def test_a_codec_it_did_not_write_is_never_overwritten(corpus, tmp_path):
+    from common.config import ConfigError
+
+    given = tmp_path / "converted"
+    NanoCodec(tiny_config(corpus, tmp_path).model).save_pretrained(given)  # weights without train_config.yaml
+    before = snapshot(given)
+    with pytest.raises(ConfigError, match="did not write"):
+        train(tiny_config(corpus, given, "max_steps=1"))
+    assert snapshot(given) == before
+    assert sorted(p.name for p in given.iterdir()) == ["config.json", "model.safetensors"]  # no logs, no config
+
+
 def snapshot(out: Path) -> dict[Path, bytes]:
     """Every file a run wrote except its logs and the config of the latest invocation."""
     skip = lambda p: "logs" in p.relative_to(out).parts or p.name == "train_config.yaml"  # noqa: E731
