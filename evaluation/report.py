@@ -39,7 +39,7 @@ from evaluation.bench.harness import machine_info
 from evaluation.codec_eval import EvalUtterance, evaluate_codec
 from evaluation.report_text import render_report
 from evaluation.speaker import load_speaker_model
-from evaluation.tts_eval import TIMING_KEYS, evaluate_tts
+from evaluation.tts_eval import TIMING_KEYS, compare_to_codec, evaluate_tts
 
 
 class EvalError(ValueError):
@@ -187,7 +187,12 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
         },
         "tts": None
         if tts_result is None
-        else {"settings": tts_result.settings, "summary": tts_result.summary(), "utterances": tts_result.records},
+        else {
+            "settings": tts_result.settings,
+            "summary": tts_result.summary(),
+            "vs_codec": compare_to_codec(codec_result.records, tts_result.records),
+            "utterances": tts_result.records,
+        },
         "tts_skipped": tts_skipped,
     }
     tic = time.perf_counter()

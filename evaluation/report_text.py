@@ -42,6 +42,34 @@ def _speaker_note(setup: dict[str, Any]) -> str:
     return f"independent of the codec's training (its speaker loss: {loss['encoder'] or 'none'})"
 
 
+def _floor_lines(vs: dict[str, Any], asr: str) -> list[str]:
+    """The TTS-vs-codec table: the codec's reconstruction of each utterance is the floor the LM is measured by."""
+
+    def row(name: str, side: dict[str, Any]) -> str:
+        outliers = ", ".join(f"{o['id']} {o['cer']:.0%}" for o in side["outliers"]) or "none"
+        return (
+            f"| {name} | {_num(side['cer_median'], 3, True)} | {_num(side['cer_mean'], 3, True)} | "
+            f"{_num(side['failure_share'], 3, True)} | {outliers} |"
+        )
+
+    ratio = "n/a" if vs["median_ratio"] is None else f"{vs['median_ratio']:.2f}"
+    return [
+        "### TTS against the codec's floor",
+        "",
+        f"The same {vs['utterances']} utterances: the codec's reconstruction of each is the best an LM over this "
+        f"codec can sound. CER by {asr}; failure: CER > {vs['failure_cer']:.0%}; outliers: CER > 100 % "
+        "(hallucinated transcripts).",
+        "",
+        "| | CER median | CER mean | failure share | outliers |",
+        "|---|---|---|---|---|",
+        row("codec reconstruction (floor)", vs["codec"]),
+        row("TTS", vs["tts"]),
+        "",
+        f"TTS median / codec median: **{ratio}** (1.00: the LM loses nothing over its codec).",
+        "",
+    ]
+
+
 def render_report(metrics: dict[str, Any], figures: dict[str, str], examples: list[dict[str, str]]) -> str:
     setup, codec = metrics["setup"], metrics["codec"]
     g, s = codec["geometry"], codec["summary"]
@@ -114,6 +142,8 @@ def render_report(metrics: dict[str, Any], figures: dict[str, str], examples: li
             f"failed requests: {t['failed']}; stop reasons: {t['stop_reasons']}.",
             "",
         ]
+        if metrics["tts"].get("vs_codec"):
+            lines += _floor_lines(metrics["tts"]["vs_codec"], setup["asr"])
     lines += ["## Plots", ""]
     titles = {
         "spectrograms": "Log-mel spectrograms (original | reconstructed | generated)",

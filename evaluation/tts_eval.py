@@ -31,6 +31,8 @@ from evaluation.text_metrics import error_rates
 from tts_lm.synthesizer import Synthesizer
 
 TIMING_KEYS = ("rtf", "ttfa_s", "compute_s")  # wall-clock fields: not part of the deterministic results
+FAILURE_CER = 0.5  # an utterance above this CER counts as a failure (mostly unintelligible or wrong)
+OUTLIER_CER = 1.0  # above this the transcript holds more errors than the text has characters: a hallucination
 
 
 def utterance_seed(seed: int, utterance_id: str) -> int:
@@ -133,3 +135,45 @@ def evaluate_tts(
     corpus = {"cer": rates.cer, "wer": rates.wer} if rates else {"cer": float("nan"), "wer": float("nan")}
     settings = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "chunk_frames": 1}
     return TTSEvaluation(records, corpus, settings, generated)
+
+
+def compare_to_codec(
+    codec_records: list[dict[str, Any]], tts_records: list[dict[str, Any]], failure_cer: float = FAILURE_CER
+) -> dict[str, Any]:
+    """TTS against the codec's floor on the same utterances: what the LM adds on top of the codec.
+
+    The codec's reconstruction of an utterance is the best any LM over that codec can sound, so each TTS CER is
+    paired with the reconstruction CER of the same utterance (the codec's records, by id). Returned for both sides:
+    CER median and mean (of the scored utterances), the failure share (CER > `failure_cer`; a failed TTS request
+    counts as a failure), and the outliers (CER > OUTLIER_CER, hallucinated transcripts, which dominate a mean);
+    plus `median_ratio` (TTS median / codec median: 1.0 means the LM loses nothing over the codec) and the
+    per-utterance pairs.
+    """
+    floor = {r["id"]: r["cer_reconstructed"] for r in codec_records}
+    pairs = [(r["id"], floor[r["id"]], r.get("cer", float("inf"))) for r in tts_records if r["id"] in floor]
+
+    def side(cers: list[float], ids: list[str]) -> dict[str, Any]:
+        arr = np.asarray(cers, dtype=np.float64)
+        scored = arr[np.isfinite(arr)]
+        return {
+            "cer_median": float(np.median(scored)) if scored.size else None,
+            "cer_mean": float(scored.mean()) if scored.size else None,
+            "failure_share": float(np.mean(~(arr <= failure_cer))) if arr.size else None,
+            "outliers": [
+                {"id": i, "cer": float(c)} for i, c in zip(ids, cers, strict=True) if OUTLIER_CER < c < float("inf")
+            ],
+        }
+
+    ids = [i for i, _, _ in pairs]
+    codec_side, tts_side = side([c for _, c, _ in pairs], ids), side([t for _, _, t in pairs], ids)
+    ratio = None
+    if codec_side["cer_median"] and tts_side["cer_median"] is not None:
+        ratio = tts_side["cer_median"] / codec_side["cer_median"]
+    return {
+        "utterances": len(pairs),
+        "failure_cer": failure_cer,
+        "codec": codec_side,
+        "tts": tts_side,
+        "median_ratio": ratio,
+        "per_utterance": [{"id": i, "cer_codec": c, "cer_tts": t} for i, c, t in pairs],
+    }

@@ -113,9 +113,17 @@ def test_report_codec_and_tts(corpus):
     gen, _ = load_audio(out / "examples" / records[0]["id"] / "generated.wav", allow_silent=True)
     assert gen.size == pytest.approx(tts["utterances"][0]["audio_seconds"] * sr, abs=1)
 
+    vs = tts["vs_codec"]  # each TTS CER next to the codec's reconstruction CER of the same utterance
+    assert vs["utterances"] == 4
+    floor = {r["id"]: r["cer_reconstructed"] for r in records}
+    for pair in vs["per_utterance"]:
+        tts_rec = next(r for r in tts["utterances"] if r["id"] == pair["id"])
+        assert (pair["cer_codec"], pair["cer_tts"]) == (floor[pair["id"]], tts_rec["cer"])
+
     report = (out / "report.md").read_text()
     assert ASR in report and "resemblyzer" in report and "**optimistic**" in report
     assert "## TTS" in report and "plots/spectrograms.png" in report
+    assert "### TTS against the codec's floor" in report
 
     # deterministic for a seed (all but wall-clock timings)
     again = run_evaluation(EvalConfig(**{**vars(cfg), "out": str(root / "again")}))
@@ -156,3 +164,24 @@ def test_cli_errors(corpus, capsys):
     assert code == 2 and "do not belong together" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+def test_tts_is_measured_against_the_codec_floor_of_the_same_utterances():
+    from evaluation.tts_eval import compare_to_codec
+
+    codec = [{"id": i, "cer_reconstructed": c} for i, c in [("a", 0.1), ("b", 0.3), ("c", 0.4), ("d", 2.0)]]
+    tts = [
+        {"id": "a", "cer": 0.2},
+        {"id": "b", "cer": 0.6},
+        {"id": "c", "cer": 3.5},  # a hallucinated transcript: an outlier that dominates the mean
+        {"id": "d", "error": "TextError: nothing speakable"},  # a failed request counts as a failure
+        {"id": "not-in-codec", "cer": 0.0},  # no floor to compare with: left out
+    ]
+    vs = compare_to_codec(codec, tts)
+    assert vs["utterances"] == 4
+    assert vs["codec"]["cer_median"] == pytest.approx(0.35) and vs["codec"]["cer_mean"] == pytest.approx(0.7)
+    assert vs["codec"]["failure_share"] == 0.25 and vs["codec"]["outliers"] == [{"id": "d", "cer": 2.0}]
+    assert vs["tts"]["cer_median"] == pytest.approx(0.6) and vs["tts"]["cer_mean"] == pytest.approx(4.3 / 3)
+    assert vs["tts"]["failure_share"] == 0.75  # b, c and the failed d
+    assert vs["tts"]["outliers"] == [{"id": "c", "cer": 3.5}]
+    assert vs["median_ratio"] == pytest.approx(0.6 / 0.35)
