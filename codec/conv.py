@@ -147,7 +147,8 @@ class CausalConv1dNorm(StreamingModule[ConvState]):
             return x.new_zeros(x.shape[0], self.out_channels, 0)
         used = (num_out - 1) * self.stride + self.effective_kernel
         y = self.conv(x[..., :used])  # (B, C_out, num_out)
-        self.set_state(ConvState(x[..., num_out * self.stride :]))
+        # a copy, not a view: a view would keep the whole input chunk alive in the state (GBs for long chunks)
+        self.set_state(ConvState(x[..., num_out * self.stride :].clone()))
         return y
 
 
@@ -193,7 +194,7 @@ class CausalConvTranspose1dNorm(StreamingModule[TransposeState]):
         # (B, C_out, T * stride + trim), bias added only to emitted samples so the tail carries none
         y = F.conv_transpose1d(x, self.conv.weight, None, stride=self.stride, groups=self.groups)
         y = torch.cat([y[..., : self.trim] + state.tail, y[..., self.trim :]], dim=-1)
-        self.set_state(TransposeState(y[..., n:]))
+        self.set_state(TransposeState(y[..., n:].clone()))  # a copy: a view would keep all of y alive
         out = y[..., :n]
         if self.conv.bias is not None:
             out = out + self.conv.bias[None, :, None]

@@ -105,3 +105,44 @@ class HiFiGANEncoder(nn.Module):
         for res_layer, act, down in zip(self.res_layers, self.activations, self.down_sample_conv_layers, strict=True):
             x = down(act(res_layer(x)))  # (B, 2C, T / s)
         return self.post_conv(self.post_activation(x))  # (B, D, T / hop)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(left, right): latent frame f depends on input samples [f * hop - left, f * hop + right], no others.
+
+        Each conv with kernel k, dilation d and left padding p reads p samples of its own input to the left of an
+        output's position and (k - 1) * d - p to the right; in waveform samples that is times the stride product
+        of the layers before it (the "jump"). Reaches add up along the chain; a residual layer reaches as far as
+        its widest block (a chain of two convs per dilation). Activations are elementwise. Paper scale: about
+        24,300 samples left and 25,800 right (1.1-1.2 s, 14-15 frames), so chunks of audio encoded with that much
+        context on each side give the offline codes (`NanoCodec.encode` on long audio does this).
+        """
+        jump, left, right = 1, 0, 0
+
+        def add(reach: tuple[int, int]) -> None:
+            nonlocal left, right
+            left, right = left + reach[0] * jump, right + reach[1] * jump
+
+        add(_conv_reach(self.pre_conv))
+        for res_layer, down in zip(self.res_layers, self.down_sample_conv_layers, strict=True):
+            add(_res_layer_reach(res_layer))
+            add(_conv_reach(down))
+            jump *= down.conv.stride[0]
+        add(_conv_reach(self.post_conv))
+        return left, right
+
+
+def _conv_reach(layer: nn.Module) -> tuple[int, int]:
+    """(left, right) input samples one output of a `Conv1dNorm` or `CausalConv1dNorm` reads around its position."""
+    conv = layer.conv
+    span = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    left = layer.padding_total if isinstance(layer, CausalConv1dNorm) else conv.padding[0]
+    return left, span - left
+
+
+def _res_layer_reach(layer: HiFiGANResLayer) -> tuple[int, int]:
+    """(left, right) reach of a residual layer: the widest of its blocks, each a chain of (input, skip) convs."""
+    per_block = []
+    for block in layer.res_blocks:
+        convs = [r for b in block.res_blocks for r in (_conv_reach(b.input_conv), _conv_reach(b.skip_conv))]
+        per_block.append((sum(r[0] for r in convs), sum(r[1] for r in convs)))
+    return max(r[0] for r in per_block), max(r[1] for r in per_block)

@@ -5,6 +5,7 @@
     model = NanoCodec.from_nemo("nvidia/nemo-nano-codec-22khz-1.78kbps-12.5fps")   # NVIDIA .nemo (codec/nemo.py)
     codes = model.encode(wav)          # float [B, T] at model.sample_rate -> long [B, K, F], F = ceil(T / hop)
     wav = model.decode(codes)          # long [B, K, F] -> float [B, F * hop]
+    # any length: above 30 s both run in chunks with the offline result and bounded memory (codec/chunked.py)
     with model.streaming(batch_size=B):
         chunk = model.decode(codes[:, :, i : i + 1])                   # [B, hop], equal to the offline slice
     out = model(wav)                   # training: CodecOutput(audio, codes, latents, quantized, input_audio)
@@ -39,6 +40,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.audio import check_waveform
+from codec.chunked import decode_in_chunks, default_chunk_frames, encode_in_chunks
 from codec.conv import has_weight_norm, remove_weight_norm
 from codec.decoder import DecoderConfig, HiFiGANDecoder
 from codec.encoder import EncoderConfig, HiFiGANEncoder
@@ -373,14 +375,17 @@ class NanoCodec(StreamingModule):
         return F.pad(wav, (0, self.num_frames(wav.shape[-1]) * self.samples_per_frame - wav.shape[-1]))
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor:
+    def encode(
+        self, wav: torch.Tensor | np.ndarray, sample_rate: int | None = None, chunk_frames: int | None = None
+    ) -> torch.Tensor:
         """Waveform float [B, T] (or [T]) at `self.sample_rate` -> codes long [B, K, F], F = ceil(T / hop).
 
+        Audio longer than `chunk_frames` frames (default 30 s) is encoded in chunks with the encoder's receptive
+        field as context: the same codes in bounded memory, for any length (codec/chunked.py).
         Raises AudioError for stereo, empty or non-finite input, or a `sample_rate` other than the codec's.
         """
         wav = check_waveform(wav, sample_rate, self.sample_rate).to(self.device)  # (B, T)
-        latents = self.audio_encoder(self.pad_to_frames(wav))  # (B, D, F)
-        return self.vector_quantizer.encode(latents)  # (B, K, F)
+        return encode_in_chunks(self, wav, chunk_frames or default_chunk_frames(self))  # (B, K, F); short: 1 pass
 
     @torch.no_grad()
     def dequantize(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -388,11 +393,18 @@ class NanoCodec(StreamingModule):
         return self.vector_quantizer.decode(self.check_codes(codes))
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Codes long [B, K, F] (or [K, F]) -> waveform [B, F * hop]; inside `streaming()`, the next chunk."""
+    def decode(self, codes: torch.Tensor | np.ndarray, chunk_frames: int | None = None) -> torch.Tensor:
+        """Codes long [B, K, F] (or [K, F]) -> waveform [B, F * hop]; inside `streaming()`, the next chunk.
+
+        More than `chunk_frames` frames (default 30 s) are decoded chunk by chunk through the streaming state
+        (the same audio, bounded memory); the non-causal decoder ablation always decodes in one pass.
+        """
         latents = self.dequantize(codes)  # (B, D, F)
-        dtype = next(self.audio_decoder.parameters()).dtype
-        return self.audio_decoder(latents.to(dtype))  # (B, F * hop)
+        latents = latents.to(next(self.audio_decoder.parameters()).dtype)
+        chunk_frames = chunk_frames or default_chunk_frames(self)
+        if self.cfg.decoder.causal and latents.shape[-1] > chunk_frames:
+            return decode_in_chunks(self, latents, chunk_frames)
+        return self.audio_decoder(latents)  # (B, F * hop)
 
     def check_codes(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Validate token ids: integer, [B, K, F] ([K, F] taken as B = 1), each in [0, codebook_size)."""
