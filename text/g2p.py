@@ -12,8 +12,11 @@ removed (a foreign word is read with the current voice's phonemes). One backend 
 reused for every call; a batch is sent to espeak-ng in one call; results are kept in an LRU cache keyed by the
 input text. This is the one g2p of the project: data preparation, the LM and the app all call it.
 
-Text that is empty after normalisation, or that espeak-ng turns into no phoneme at all, raises `TextError`
-naming the text: a silent empty sequence would train or synthesise garbage.
+Letters of scripts the language cannot read (Han, Arabic, Cyrillic ... in en-us text) are dropped after
+normalisation (text/scripts.py; espeak-ng would spell out their Unicode names), with an
+`UnspeakableTextWarning` naming the scripts and letters. Text that is empty after that, or that espeak-ng
+turns into no phoneme at all, raises `TextError` naming the text: a silent empty sequence would train or
+synthesise garbage.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from text.normalize import TextError, normalize_text
+from text.scripts import UnspeakableTextWarning, describe_dropped, drop_unspeakable
 
 __all__ = ["G2P", "CacheInfo", "resolve_language", "PUNCTUATION_MARKS"]
 
@@ -115,7 +120,21 @@ class G2P:
                     self._hits += 1
                     continue
                 self._misses += 1
-                normalised = normalize_text(text, self.language)
+                normalised, dropped = drop_unspeakable(normalize_text(text, self.language), self.language)
+                if dropped and not any(ch.isalnum() for ch in normalised):
+                    raise TextError(
+                        f"cannot phonemise text {text!r} (item {i}): {self.language} cannot read its script(s), "
+                        f"{describe_dropped(dropped)}, and nothing else is left; choose the text's language "
+                        f"(e.g. --language) or write it in Latin script"
+                    )
+                if dropped:
+                    warnings.warn(
+                        UnspeakableTextWarning(
+                            f"{self.language} cannot read {describe_dropped(dropped)} in {text[:80]!r}: left out "
+                            f"(spoken: {normalised[:80]!r})"
+                        ),
+                        stacklevel=2,
+                    )
                 if not any(ch.isalnum() for ch in normalised):
                     raise TextError(
                         f"cannot phonemise text {text!r} (item {i}): it is empty after normalisation "
