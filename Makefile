@@ -109,7 +109,7 @@ $(ALIGN_DIR)/eval/report.json: $(ALIGN_DIR)/model.safetensors
 
 # ---- demo, evaluation, benchmarks ---------------------------------------------------------------------
 app: $(SETUP)
-	$(PY) -m apps.demo --lm $(LM_DIR) --codec $(CODEC_DIR)
+	$(PY) -m apps.demo --lm $(LM_DIR) --codec $(CODEC_DIR) --examples $(MANIFEST)
 
 # eval: the codec, plus the LM once `make lm` has trained it (EVAL_ARGS="--num 100 --asr faster-whisper:tiny.en" ...)
 EVAL_ARGS ?=

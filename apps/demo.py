@@ -14,8 +14,13 @@ Limits (flags): the server listens on 127.0.0.1 unless --host says otherwise and
 first few seconds after trimming silence are used anyway), text in characters (--max-text-chars); requests wait
 in a bounded queue (--queue-size) and at most --concurrency run at once. Every input error a user can make (no
 audio, unreadable file, silent or too short prompt, empty / unspeakable / too long text) is shown in the page as
-a specific message (gr.Error); the app keeps serving. Example voices: the test speakers (unseen in training) of
-the embedded corpus manifest (runs/data/<profile>/manifest.jsonl), when it exists.
+a specific message (gr.Error); the app keeps serving. Letters of scripts the language cannot read are left out
+with a notice (gr.Warning) naming them.
+
+Example voices, out of the box: up to five test-split utterances (held-out voices, unseen in training) of the
+corpus the LM was trained on, labelled without their transcript ("voice 1 (flite, held-out)"). The manifest is
+--examples (`make app` passes the profile's), else the one the LM's training recorded (train_config.yaml ->
+tokens meta.json), else the first of runs/data/{cpu,quick,smoke}. Plus a few example texts. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ import numpy as np
 log = logging.getLogger("apps.demo")
 
 DEFAULT_TEXT = "Hello! This is a zero-shot voice cloning demo. The first words play while the rest is still generated."
+EXAMPLE_TEXTS = (
+    "The birch canoe slid on the smooth planks.",
+    "It is easy to tell the depth of a well.",
+    "On the 3rd of May, Dr. Smith paid $3.50 for a cup of tea.",
+    "Please call Stella. Ask her to bring these things with her from the store.",
+)
+ENGINE_NAMES = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival"}  # speaker id prefixes (data.corpus)
 ERROR_TITLES = {"TextError": "Text", "SynthesisError": "Request", "PromptError": "Voice prompt"}
 MANIFEST_SEARCH = ("runs/data/cpu/manifest.jsonl", "runs/data/quick/manifest.jsonl", "runs/data/smoke/manifest.jsonl")
 
@@ -53,19 +65,23 @@ class DemoLimits:
 class ExampleVoice:
     path: str
     speaker: str
-    text: str
+    label: str  # shown in the page: no transcript, no file name ("voice 1 (flite, held-out)")
 
 
-def example_voices(manifest: str | Path | None, per_speaker: int = 1, limit: int = 8) -> list[ExampleVoice]:
-    """Test-split utterances of a corpus manifest, `per_speaker` per speaker (3-10 s ones first).
+def example_voices(manifest: str | Path | None, limit: int = 5, lm: str | Path | None = None) -> list[ExampleVoice]:
+    """One test-split utterance per held-out speaker of a corpus manifest (3-10 s ones first), up to `limit`.
 
-    `manifest` None: the first of MANIFEST_SEARCH that exists; "none": no examples. A missing or unreadable
-    manifest gives [] with a warning: example voices are a convenience, never a reason not to serve.
+    Speakers of different underlying voices come first (then their pitch/tempo variants). `manifest` None: the
+    manifest that `lm`'s training recorded, else the first of MANIFEST_SEARCH that exists; "none": no examples.
+    A missing or unreadable manifest gives [] with a warning: example voices are a convenience, never a reason
+    not to serve.
     """
-    if str(manifest).lower() == "none":
+    if manifest is not None and str(manifest).lower() == "none":
         return []
     if manifest is None:
-        manifest = next((Path(p) for p in MANIFEST_SEARCH if Path(p).is_file()), None)
+        found = [recorded_manifest(lm)] if lm is not None else []
+        found += [Path(p) for p in MANIFEST_SEARCH]
+        manifest = next((p for p in found if p is not None and p.is_file()), None)
         if manifest is None:
             return []
     from data.manifest import read_manifest
@@ -76,12 +92,34 @@ def example_voices(manifest: str | Path | None, per_speaker: int = 1, limit: int
         log.warning("no example voices: %s", e)
         return []
     utts.sort(key=lambda u: (u.speaker, not 3.0 <= u.duration <= 10.0, u.id))
-    chosen: dict[str, list[ExampleVoice]] = {}
+    first: dict[str, Any] = {}  # speaker -> its first utterance
     for u in utts:
-        voices = chosen.setdefault(u.speaker, [])
-        if len(voices) < per_speaker:
-            voices.append(ExampleVoice(u.audio, u.speaker, u.text))
-    return [v for voices in chosen.values() for v in voices][:limit]
+        first.setdefault(u.speaker, u)
+    seen: dict[str, int] = {}  # speakers of each underlying voice so far
+    ranked = []
+    for u in first.values():
+        ranked.append((seen.get(u.voice, 0), u))  # 0 for the first speaker of a voice, 1 for the next ...
+        seen[u.voice] = seen.get(u.voice, 0) + 1
+    ordered = [u for _, u in sorted(ranked, key=lambda r: r[0])]  # stable: speaker order within a rank
+    voices = []
+    for i, u in enumerate(ordered[:limit], start=1):
+        engine = ENGINE_NAMES.get(u.speaker.split("-")[0])
+        voices.append(ExampleVoice(u.audio, u.speaker, f"voice {i} ({engine + ', ' if engine else ''}held-out)"))
+    return voices
+
+
+def recorded_manifest(lm: str | Path) -> Path | None:
+    """The corpus manifest an LM directory was trained on: train_config.yaml data.tokens -> meta.json manifest."""
+    import json
+
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(lm) / "train_config.yaml").read_text(encoding="utf-8"))
+        tokens = Path(config["data"]["tokens"])
+        return Path(json.loads((tokens / "meta.json").read_text(encoding="utf-8"))["manifest"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
 
 
 def to_int16(chunk: np.ndarray) -> np.ndarray:
@@ -119,6 +157,7 @@ def make_handler(tts: Any, limits: DemoLimits):
     """The request handler: (text, prompt file, cfg, temperature, top-k, seed) -> stream of page updates."""
     import gradio as gr
 
+    from alignment.scripts import describe_dropped, drop_unspeakable
     from codec.audio import AudioError, load_audio
 
     def synthesize(
@@ -126,6 +165,9 @@ def make_handler(tts: Any, limits: DemoLimits):
     ) -> Iterator[tuple[Any, Any, str]]:
         try:
             tts.check_text(text)  # empty / too long: before reading the prompt
+            dropped = drop_unspeakable(text, tts.g2p.language)[1]
+            if dropped:  # the G2P leaves them out (or finds nothing left: a TextError below)
+                gr.Warning(f"Left out what {tts.g2p.language} cannot read: {describe_dropped(dropped)}.")
             if not prompt_path:
                 raise gr.Error("No voice prompt: upload or record 3-10 s of the voice to clone.", title="No audio")
             try:
@@ -184,14 +226,19 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, examples: list[Exampl
                     label="Voice prompt (3-10 s of speech: upload or record)",
                     sources=["upload", "microphone"],
                     type="filepath",
+                    elem_id="prompt",
                 )
                 if examples:
                     gr.Examples(
                         examples=[[v.path] for v in examples],
                         inputs=[prompt],
-                        example_labels=[v.speaker for v in examples],
-                        label="Example voices (test speakers, unseen in training)",
+                        example_labels=[v.label for v in examples],
+                        label="Example voices (held-out speakers, unseen in training): click one",
+                        elem_id="example-voices",
                     )
+                gr.Examples(
+                    examples=[[t] for t in EXAMPLE_TEXTS], inputs=[text], label="Example texts", elem_id="example-texts"
+                )
                 with gr.Accordion("Sampling", open=False):
                     cfg_scale = gr.Slider(1.0, 5.0, value=2.5, step=0.1, label="CFG scale")
                     temperature = gr.Slider(0.0, 1.5, value=0.6, step=0.05, label="Temperature")
@@ -230,7 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--examples",
         default=None,
-        help="corpus manifest for example voices (default: runs/data/*; 'none': no examples)",
+        help="corpus manifest for example voices (default: the LM's training corpus, else runs/data/*; 'none': none)",
     )
     p.add_argument("--max-text-chars", type=int, default=1000, help="longest accepted text (default 1000)")
     p.add_argument("--max-prompt-seconds", type=float, default=60.0, help="longest accepted prompt file (default 60)")
@@ -257,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         tts = Synthesizer.from_pretrained(
             lm=args.lm, codec=args.codec, device=args.device, language=args.language, max_text_chars=args.max_text_chars
         )
-        examples = example_voices(args.examples)
+        examples = example_voices(args.examples, lm=args.lm)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

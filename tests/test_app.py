@@ -56,9 +56,53 @@ def test_page_serves_on_localhost_with_example_voices_of_test_speakers(server):
     with urllib.request.urlopen(url + "config", timeout=10) as response:
         config = json.loads(response.read())
     page = json.dumps(config)
-    assert "Example voices" in page and "espeak-en-us" in page and "espeak-en-gb" in page
-    assert "espeak-en-us+m3" not in page  # a train speaker is not offered
+    assert "Example voices" in page and "voice 1 (espeak-ng, held-out)" in page and "voice 2 (espeak-ng" in page
+    assert "example_en-us+m3" not in page and "voice 3" not in page  # a train speaker is not offered
+    assert "Example texts" in page and "The birch canoe" in page
     assert [v.speaker for v in example_voices(directory / "manifest.jsonl")] == ["espeak-en-gb", "espeak-en-us"]
+
+
+def test_example_voices_one_per_held_out_speaker_found_without_flags(tmp_path, monkeypatch):
+    """Labels carry no transcript; distinct voices come before variants; the manifest is found from the LM's
+    training record or runs/data/*, and `--examples none` turns them off."""
+    from data.manifest import Utterance, write_manifest
+
+    speakers = [  # (speaker, underlying voice, split)
+        ("flite-awb", "awb", "test"),
+        ("flite-awb-p+300-t1.05", "awb", "test"),
+        ("espeak-en-gb-scotland-f3", "espeak-f3", "test"),
+        ("festival-ked_diphone", "ked", "validation"),
+        ("flite-rms", "rms", "train"),
+        ("1089", "1089", "test"),  # an imported corpus: no engine in the id
+    ]
+    utts = []
+    for speaker, voice, split in speakers:
+        for k, seconds in enumerate((12.0, 4.0)):  # the 3-10 s utterance is preferred
+            audio = tmp_path / f"{speaker}-{k}.wav"
+            sf.write(str(audio), np.zeros(100, dtype=np.float32), 22050)
+            utt_id = f"{speaker}-{k}"
+            utts.append(Utterance(utt_id, str(audio), "words", "wɜːdz", speaker, seconds, 22050, split, voice))
+    manifest = write_manifest(tmp_path / "corpus" / "manifest.jsonl", utts)
+    voices = example_voices(manifest)
+    assert [(v.label, Path(v.path).name) for v in voices] == [
+        ("voice 1 (held-out)", "1089-1.wav"),
+        ("voice 2 (espeak-ng, held-out)", "espeak-en-gb-scotland-f3-1.wav"),
+        ("voice 3 (flite, held-out)", "flite-awb-1.wav"),
+        ("voice 4 (flite, held-out)", "flite-awb-p+300-t1.05-1.wav"),  # a variant of awb: after the distinct voices
+    ]
+    assert len(example_voices(manifest, limit=2)) == 2 and example_voices("none") == []
+    # the LM directory records its tokens, whose meta.json records the manifest (what `make lm` writes)
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "lm" / "train_config.yaml").write_text(f"data:\n  tokens: {tmp_path / 'tokens'}\n")
+    (tmp_path / "tokens" / "meta.json").write_text(json.dumps({"manifest": str(manifest)}))
+    monkeypatch.chdir(tmp_path)
+    assert example_voices(None, lm=tmp_path / "lm") == voices
+    assert example_voices(None) == [] and example_voices(None, lm=tmp_path / "no-lm") == []
+    quick = tmp_path / "runs" / "data" / "quick"
+    quick.mkdir(parents=True)
+    (quick / "manifest.jsonl").write_text(manifest.read_text())  # absolute audio paths
+    assert example_voices(None) == voices  # no flag, no record: the runs folder (this used to give none)
 
 
 def test_chunks_stream_in_and_the_whole_utterance_equals_the_library(client, server):

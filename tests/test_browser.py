@@ -1,6 +1,7 @@
 """The demo in a real browser: headless Debian Chromium (driven by playwright) loads the page, fills the text,
-uploads a voice prompt, clicks Generate and hears the streamed audio play (the streaming <audio> element's
-currentTime advances before the request is over or right after); a bad input shows its error in the page.
+picks an example voice (a held-out speaker) as the prompt, clicks Generate and hears the streamed audio play
+(the streaming <audio> element's currentTime advances before the request is over or right after); a bad input
+shows its error in the page.
 Screenshots go to runs/screenshots/test_browser_{demo,error}.png (paths printed).
 
 Skips when Chromium or playwright is missing on a developer's machine, but FAILS under CI (CI=true): there
@@ -84,8 +85,15 @@ def test_page_generates_and_plays_streamed_audio(browser, server):
         page.screenshot(path=str(ERROR_SCREENSHOT), full_page=True)
         page.goto(url, wait_until="networkidle")  # a fresh page (the error toast stays up for 10 s)
 
+        # the example voices (held-out speakers, no transcript) are on the page; clicking one loads it as the prompt
+        examples = page.locator("#example-voices")
+        assert examples.get_by_text("voice 1 (espeak-ng, held-out)").is_visible()
+        assert examples.get_by_text("voice 2 (espeak-ng, held-out)").is_visible()
         page.get_by_label("Text").fill("Hello there. This sentence is spoken by a tiny model in a real browser.")
-        page.locator("input[type=file]").first.set_input_files(str(directory / "prompt_en-us.wav"))
+        examples.get_by_text("voice 1 (espeak-ng, held-out)").click()
+        page.wait_for_function(  # the example is loaded into the prompt's player (which shows its time, 0:00)
+            "() => document.querySelector('#prompt')?.innerText.includes('0:00')", timeout=30_000
+        )
         page.locator("#generate").click()
         page.wait_for_function(
             "() => { const a = document.querySelector('#streamed audio'); return a && a.currentTime > 0; }",
