@@ -157,8 +157,8 @@ def make_handler(tts: Any, limits: DemoLimits):
     """The request handler: (text, prompt file, cfg, temperature, top-k, seed) -> stream of page updates."""
     import gradio as gr
 
-    from alignment.scripts import describe_dropped, drop_unspeakable
     from codec.audio import AudioError, load_audio
+    from text.scripts import describe_dropped, drop_unspeakable
 
     def synthesize(
         text: str, prompt_path: str | None, cfg_scale: float, temperature: float, top_k: float, seed: float

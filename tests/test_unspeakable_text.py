@@ -9,9 +9,9 @@ import warnings
 import pytest
 import torch
 
+from tests.tiny_tts import speech_prompt, tiny_models
 from text import G2P, TextError, UnspeakableTextWarning
 from text.scripts import drop_unspeakable, language_scripts, script_of
-from tests.tiny_tts import speech_prompt, tiny_models
 from tts_lm import Synthesizer
 
 MIXED = "Hello مرحبا بالعالم 你好世界 привет мир world."  # Latin, Arabic, CJK, Cyrillic
