@@ -4,7 +4,10 @@
                     (Ziyin et al. 2020, "Neural networks fail to learn periodic functions"; BigVGAN)
     HalfSnake(x)  = cat(Snake(x[:, :C // 2]), LeakyReLU_0.01(x[:, C // 2:]))   (NanoCodec / low-frame-rate codec)
 
-All are elementwise over [B, C, T] (no state, so streaming needs nothing). The numbers (eps 1e-9 inside the
+All are elementwise over [B, C, T] (no state, so streaming needs nothing). Without autograd (inference, streaming)
+snake runs fused: 1 / (alpha + eps) is kept until alpha changes, and the rest is computed in place in one output
+buffer (half-snake: both halves written into it, no concatenation), in the same order of operations, so the
+result is bit-for-bit the training formula's (tests/test_codec_model.py). The numbers (eps 1e-9 inside the
 reciprocal, PyTorch's default leaky slope 0.01, snake on the FIRST C // 2 channels) follow NVIDIA NeMo, and
 so do the module names (`CodecActivation.activation`, `HalfSnake.snake_act.alpha`) so checkpoints load.
 """
@@ -23,15 +26,41 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, eps: float = SNAKE_EPS) -> torch
     return x + (alpha + eps).reciprocal() * torch.sin(alpha * x).pow(2)
 
 
+def snake_into(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, inv_alpha: torch.Tensor) -> torch.Tensor:
+    """`snake(x, alpha)` written into `out` (same shape as x) in place, given inv_alpha = 1 / (alpha + eps).
+
+    The same operations in the same order as `snake` (products commute exactly), so the same bits; no autograd.
+    """
+    torch.mul(alpha, x, out=out)
+    out.sin_().square_().mul_(inv_alpha)  # (alpha + eps)^-1 * sin(alpha * x)^2
+    return out.add_(x)
+
+
+def _needs_autograd(x: torch.Tensor, alpha: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad)
+
+
 class Snake(nn.Module):
     """Snake with a learnable frequency per channel."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+        self._inv_alpha: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
+
+    def inv_alpha(self) -> torch.Tensor:
+        """1 / (alpha + eps) [1, C, 1], recomputed only when alpha changed (in place, moved or replaced)."""
+        a = self.alpha
+        key = (a._version, a.data_ptr(), a.dtype)
+        if self._inv_alpha is None or self._inv_alpha[0] != key:
+            with torch.no_grad():
+                self._inv_alpha = (key, (a + SNAKE_EPS).reciprocal())
+        return self._inv_alpha[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return snake(x, self.alpha)
+        if _needs_autograd(x, self.alpha):
+            return snake(x, self.alpha)
+        return snake_into(torch.empty_like(x), x, self.alpha, self.inv_alpha())
 
 
 class HalfSnake(nn.Module):
@@ -44,9 +73,15 @@ class HalfSnake(nn.Module):
         self.lrelu = nn.LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        snake_out = self.snake_act(x[:, : self.snake_channels])  # (B, C // 2, T)
-        lrelu_out = self.lrelu(x[:, self.snake_channels :])  # (B, C - C // 2, T)
-        return torch.cat([snake_out, lrelu_out], dim=1)
+        h, alpha = self.snake_channels, self.snake_act.alpha
+        if _needs_autograd(x, alpha):
+            snake_out = self.snake_act(x[:, :h])  # (B, C // 2, T)
+            lrelu_out = self.lrelu(x[:, h:])  # (B, C - C // 2, T)
+            return torch.cat([snake_out, lrelu_out], dim=1)
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (B, C, T), contiguous
+        snake_into(out[:, :h], x[:, :h], alpha, self.snake_act.inv_alpha())
+        torch._C._nn.leaky_relu(x[:, h:], self.lrelu.negative_slope, out=out[:, h:])
+        return out
 
 
 class CodecActivation(nn.Module):

@@ -13,7 +13,14 @@ by name. NeMo masks every output by a per-utterance length; here every utterance
 length (the codec pads to whole frames), so there is nothing to mask.
 
 Weight norm (Salimans & Kingma 2016) is used in training; `remove_weight_norm(model)` folds it into plain
-weights for inference (same outputs, fewer ops per streaming step).
+weights for inference (same outputs, fewer ops per streaming step); inside `streaming()` a weight-normed model
+computes each weight once per block (codec/streaming.py), not once per call.
+
+Streaming calls are short (one 80 ms frame is 7 samples at the decoder's first stage, 1764 at its last). For
+such lengths a causal conv without autograd runs as ONE im2col matmul against a weight kept in matmul layout
+(`gemm_conv1d`, the layout recomputed only when the weight changes): torch's conv kernels repack the weights on
+every call, and below ~20k input values they leave oneDNN for a dilated kernel several times slower. Long
+(offline) inputs keep torch's kernels. Both compute the same sums: they agree to float rounding (~1e-7).
 """
 
 from __future__ import annotations
@@ -38,6 +45,33 @@ def get_padding(kernel_size: int, dilation: int = 1) -> int:
 def get_down_sample_padding(kernel_size: int, stride: int) -> int:
     """Symmetric padding of a strided conv with kernel 2 x stride: T -> T / stride for T a multiple of stride."""
     return (kernel_size - stride + 1) // 2
+
+
+GEMM_MAX_COLUMNS = 4096  # B x T_out up to which a conv runs as one matmul (every streamed frame; short offline)
+
+
+def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Conv weight [C_out, C_in, k] -> the matmul operand [C_in * k, C_out] (contiguous: MKL packs nothing)."""
+    return weight.reshape(weight.shape[0], -1).t().contiguous()
+
+
+def gemm_conv1d(
+    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, kernel_size: int, stride: int, dilation: int
+) -> torch.Tensor:
+    """An unpadded, ungrouped conv as ONE matmul over im2col rows: x [B, C_in, L] -> [B, C_out, T_out].
+
+    weight_t is `gemm_weight(conv.weight)` [C_in * k, C_out]. Row (b, t) of the im2col matrix holds
+    x[b, c, t * stride + j * dilation] for every (c, j), so the whole batch is one [B * T_out, C_in * k] x
+    [C_in * k, C_out] product (the same sums as the convolution, so the same result up to float rounding).
+    """
+    batch, c_in, length = x.shape
+    t_out = (length - (kernel_size - 1) * dilation - 1) // stride + 1
+    x = x.contiguous()
+    sb, sc, st = x.stride()
+    rows = x.as_strided((batch, t_out, c_in, kernel_size), (sb, stride * st, sc, dilation * st))  # (B, T, C_in, k)
+    rows = rows.reshape(batch * t_out, c_in * kernel_size)  # (B * T_out, C_in * k), one copy
+    y = torch.addmm(bias, rows, weight_t) if bias is not None else rows @ weight_t  # (B * T_out, C_out)
+    return y.view(batch, t_out, -1).transpose(1, 2).contiguous()  # (B, C_out, T_out)
 
 
 def weight_norm(module: nn.Module) -> nn.Module:
@@ -133,6 +167,7 @@ class CausalConv1dNorm(StreamingModule[ConvState]):
         self.padding_total = self.effective_kernel - stride
         if self.padding_total < 0:
             raise ValueError(f"CausalConv1dNorm: stride {stride} larger than the effective kernel")
+        self._gemm_cache: tuple[tuple, torch.Tensor] | None = None  # (weight identity, gemm_weight(weight))
 
     def init_state(self, batch_size: int) -> ConvState:
         like = self._param_like()
@@ -146,10 +181,24 @@ class CausalConv1dNorm(StreamingModule[ConvState]):
             self.set_state(ConvState(x))
             return x.new_zeros(x.shape[0], self.out_channels, 0)
         used = (num_out - 1) * self.stride + self.effective_kernel
-        y = self.conv(x[..., :used])  # (B, C_out, num_out)
+        y = self._conv(x[..., :used], num_out)  # (B, C_out, num_out)
         # a copy, not a view: a view would keep the whole input chunk alive in the state (GBs for long chunks)
         self.set_state(ConvState(x[..., num_out * self.stride :].clone()))
         return y
+
+    def _conv(self, x: torch.Tensor, num_out: int) -> torch.Tensor:
+        """The unpadded conv of x [B, C_in, L]: one matmul for short inputs without autograd, else torch's conv."""
+        conv = self.conv
+        short = x.shape[0] * num_out <= GEMM_MAX_COLUMNS and conv.groups == 1 and x.device.type == "cpu"
+        if not short or torch.is_grad_enabled():
+            return conv(x)
+        # the layout is rebuilt when the stored weight changes (in place: _version; replaced, moved, cast: data_ptr);
+        # with weight norm the stored tensors are its parametrization's (conv.weight is new on every access)
+        stored = list(conv.parametrizations.weight.parameters()) if parametrize.is_parametrized(conv) else [conv.weight]
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in stored)
+        if self._gemm_cache is None or self._gemm_cache[0] != key:
+            self._gemm_cache = (key, gemm_weight(conv.weight))
+        return gemm_conv1d(x, self._gemm_cache[1], conv.bias, conv.kernel_size[0], self.stride, conv.dilation[0])
 
 
 @dataclass

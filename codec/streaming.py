@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 S = TypeVar("S")
 
@@ -89,7 +90,11 @@ class StreamingModule(nn.Module, Generic[S]):
 
     @contextlib.contextmanager
     def streaming(self, batch_size: int) -> Iterator[None]:
-        """Stream inside the block: every streaming submodule starts from its zero state, states are cleared after."""
+        """Stream inside the block: every streaming submodule starts from its zero state, states are cleared after.
+
+        Parametrized weights (weight norm) are computed once per block, not once per call (`parametrize.cached`):
+        do not change the weights inside the block.
+        """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise StreamingError(f"streaming(batch_size={batch_size!r}): batch_size must be a positive int")
         modules = self.streaming_modules()
@@ -99,7 +104,8 @@ class StreamingModule(nn.Module, Generic[S]):
             for m in modules:
                 m._streaming_state = m.init_state(batch_size)
                 m._streaming_batch = batch_size
-            yield
+            with parametrize.cached():
+                yield
         finally:
             for m in modules:
                 m._streaming_state = None

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from codec import CodecConfig, CodecError, CodecOutput, NanoCodec
 from codec.__main__ import main as cli_main
@@ -214,6 +215,58 @@ def test_streaming_state_is_per_block_and_checked():
     with pytest.raises(CodecError, match="non-causal"):
         with tiny_model(dec_causal=False).streaming(batch_size=1):
             pass
+
+
+def test_fused_snake_is_bit_identical_and_follows_alpha():
+    from codec.activations import HalfSnake, snake
+
+    torch.manual_seed(0)
+    act = HalfSnake(17)  # odd: 8 snake channels, 9 leaky ReLU
+    x = torch.randn(2, 17, 30) * 3
+
+    def reference() -> torch.Tensor:  # the training formula, with autograd
+        return torch.cat([snake(x[:, :8], act.snake_act.alpha), F.leaky_relu(x[:, 8:])], dim=1).detach()
+
+    for scale in (0.5, 3.0):  # 1 / (alpha + eps) is cached: changing alpha in place must reach the fused path
+        with torch.no_grad():
+            act.snake_act.alpha.uniform_(0.1, scale)
+        with torch.inference_mode():
+            assert torch.equal(act(x), reference())
+    with torch.no_grad():
+        assert torch.equal(act(x[:, :, 1::2]), reference()[:, :, 1::2])  # a strided input too
+    assert torch.equal(act(x).detach(), reference())  # autograd path unchanged
+
+
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 3), (2, 1)])
+def test_gemm_conv_equals_torch_conv(stride, dilation):
+    from codec.conv import gemm_conv1d, gemm_weight
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 5, 4, stride=stride, dilation=dilation)
+    x = torch.randn(3, 6, 23)
+    with torch.no_grad():
+        expected = conv(x)
+        got = gemm_conv1d(x, gemm_weight(conv.weight), conv.bias, 4, stride, dilation)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_streaming_with_weight_norm_follows_weight_changes():
+    """Weight norm is computed once per streaming block and the matmul layout once per weight: a weight changed
+    between blocks (a training step) must be used by the next block, streamed and offline alike."""
+    model = tiny_model()
+    assert model.has_weight_norm
+    codes = random_codes(model, 1, 4)
+    for _ in range(2):
+        with torch.no_grad():
+            offline = model.decode(codes)
+            with model.streaming(batch_size=1):
+                streamed = torch.cat([model.decode(codes[:, :, i : i + 1]) for i in range(4)], -1)
+        torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+        with torch.no_grad():  # an optimizer step: in-place updates of the weight-norm magnitudes
+            for name, p in model.audio_decoder.named_parameters():
+                if name.endswith("original0"):
+                    p.mul_(1.5)
+    assert not torch.allclose(model.decode(codes), offline)
 
 
 @pytest.mark.parametrize("causal", [True, False])
