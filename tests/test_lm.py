@@ -19,7 +19,7 @@ from common.config import load_config
 from text.vocab import PhonemeVocab
 from tts_lm import AlignmentConfig, GenerationError, KoelLM, LMBatch, LMConfig
 from tts_lm.dataset import PromptedUtterances, read_tokens
-from tts_lm.generate import cfg_combine, sample_tokens, stream_frames
+from tts_lm.generate import cfg_combine, ranked_probs, sample_tokens, stream_frames
 from tts_lm.sequence import stack_frames, unstack_frames
 from tts_lm.train import TrainConfig, main, train
 
@@ -147,6 +147,21 @@ def test_sample_tokens_topk_topp_greedy_per_codebook():
     a = sample_tokens(logits, one, torch.zeros(3, dtype=torch.long), one, g1)
     b = sample_tokens(logits, one, torch.zeros(3, dtype=torch.long), one, g2)
     assert torch.equal(a, b)
+
+
+def test_top_k_without_a_full_sort_gives_the_full_sort_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 50) * 3
+    temperature, top_p = torch.tensor([0.6, 1.0, 0.0, 1.3]), torch.tensor([1.0, 0.8, 1.0, 0.3])
+    top_k = torch.tensor([5, 12, 3, 7])
+
+    def dense(max_k: int) -> torch.Tensor:  # probabilities scattered back to [B, C, V]
+        probs, ids = ranked_probs(logits, temperature, top_k, top_p, max_k)
+        assert probs.shape[-1] == (max_k or 50)
+        return torch.zeros_like(logits).scatter(-1, ids, probs)
+
+    torch.testing.assert_close(dense(12), dense(0), atol=1e-6, rtol=0)  # topk(12) == full sort (max_k 0)
+    assert ((dense(12) > 0).sum(-1) <= top_k).all()
 
 
 def test_frame_stacking_round_trip():

@@ -90,25 +90,45 @@ def sample_tokens(
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     generator: torch.Generator | None = None,
+    max_k: int | None = None,
 ) -> torch.Tensor:
     """Per-stream temperature / top-k / top-p sampling: logits [B, C, V] -> long [B, C].
 
     temperature, top_k, top_p: [C] each; temperature 0 = greedy, top_k 0 = no top-k, top_p 1 = no nucleus.
+    max_k: the largest top_k as an int (saves a host sync; computed when None); see `ranked_probs`.
     """
-    batch, streams, vocab = logits.shape
+    batch, streams, _ = logits.shape
     logits = logits.float()
     greedy = temperature <= 0  # (C,)
-    scaled = logits / torch.where(greedy, 1.0, temperature)[None, :, None]
-    sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (B, C, V)
-    rank = torch.arange(vocab, device=logits.device)[None, None, :]
-    k = torch.where(top_k > 0, top_k, vocab)[None, :, None]
-    keep = rank < k
-    probs = sorted_logits.masked_fill(~keep, float("-inf")).softmax(-1)
-    keep = keep & ((probs.cumsum(-1) - probs) < top_p[None, :, None])  # smallest set reaching top_p (first kept)
-    probs = sorted_logits.masked_fill(~keep, float("-inf")).softmax(-1).view(-1, vocab)  # (B*C, V)
-    choice = torch.multinomial(probs, 1, generator=generator).view(batch, streams, 1)
+    probs, order = ranked_probs(logits, temperature, top_k, top_p, max_k)  # (B, C, k) each
+    choice = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(batch, streams, 1)
     sampled = order.gather(-1, choice)[..., 0]  # (B, C)
     return torch.where(greedy[None, :], logits.argmax(-1), sampled)
+
+
+def ranked_probs(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, max_k: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampling distribution over the best tokens: (probs [B, C, k], token ids [B, C, k]), best first.
+
+    When every stream has a top-k, only the `max_k` best logits are ranked (`torch.topk`), not all V (no full
+    sort); the nucleus (top_p) is then taken within them, the same set as over all V since it keeps a prefix
+    of the ranking. Without a top-k on some stream, k = V (a full sort).
+    """
+    vocab = logits.shape[-1]
+    scaled = logits.float() / torch.where(temperature <= 0, 1.0, temperature)[None, :, None]
+    if max_k is None:
+        max_k = int(top_k.max()) if bool((top_k > 0).all()) else 0
+    width = min(max_k, vocab) if max_k > 0 else vocab
+    if width < vocab:
+        ranked, order = scaled.topk(width, dim=-1)  # (B, C, k), best first
+    else:
+        ranked, order = scaled.sort(dim=-1, descending=True)  # (B, C, V)
+    rank = torch.arange(width, device=logits.device)[None, None, :]
+    keep = rank < torch.where(top_k > 0, top_k, vocab)[None, :, None]
+    probs = ranked.masked_fill(~keep, float("-inf")).softmax(-1)
+    keep = keep & ((probs.cumsum(-1) - probs) < top_p[None, :, None])  # smallest set reaching top_p (first kept)
+    return ranked.masked_fill(~keep, float("-inf")).softmax(-1), order
 
 
 def _per_stream(value: float | Sequence[float], num_codebooks: int, frames_per_step: int, name: str) -> torch.Tensor:
@@ -210,6 +230,7 @@ class _Picker:
     def __init__(self, cfg, cfg_scale: float | None, temps, ks, ps, generator: torch.Generator | None):
         self.cfg, self.cfg_scale, self.generator = cfg, cfg_scale, generator
         self.temps, self.ks, self.ps = temps, ks, ps
+        self.max_k = int(ks.max()) if bool((ks > 0).all()) else 0  # 0: some stream samples from all V
         self.logits: list[torch.Tensor] = []
         self.allow_eos = True
 
@@ -228,7 +249,8 @@ class _Picker:
             logits = logits.clone()
             logits[..., c.audio_eos] = float("-inf")
         last = first + logits.shape[1]
-        tokens = sample_tokens(logits, self.temps[first:last], self.ks[first:last], self.ps[first:last], self.generator)
+        ks = self.ks[first:last]
+        tokens = sample_tokens(logits, self.temps[first:last], ks, self.ps[first:last], self.generator, self.max_k)
         return torch.cat([tokens, tokens]) if self.cfg_scale is not None else tokens
 
 
