@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import DynamicCache
 
 from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD
+from tts_lm.kv_cache import preallocated_cache
 from tts_lm.prior import monotonic_log_prior
 from tts_lm.sequence import assemble, text_with_specials
 
@@ -332,7 +332,10 @@ def stream_frames(
             prior = torch.cat([prior, torch.zeros_like(prior)])  # the unconditional rows get no prior
         return prior[:, None, :]  # (R, 1, T): the same for every query of this forward
 
-    cache = DynamicCache(config=lm.backbone.config)
+    num_steps = -(-(max(caps) + 1) // s)  # enough to emit `cap` frames and then end each row
+    prefix_len = layout.embeds.shape[1]
+    cache = preallocated_cache(c.num_layers, prefix_len + num_steps)
+    masks = torch.cat([layout.attention_mask, layout.attention_mask.new_ones(rows, num_steps)], dim=1)  # (R, L_max)
     ctx = lm.alignment_context(layout, window())
     mask = layout.attention_mask
     hidden = lm.run_backbone(layout.embeds, layout.position_ids, mask, cache, ctx)[:, -1]  # (R, D)
@@ -346,7 +349,6 @@ def stream_frames(
     reasons[:] = ["max_frames"] * batch
     emitted = torch.zeros(batch, dtype=torch.long, device=device)
     after_end = torch.zeros(batch, dtype=torch.long, device=device)
-    num_steps = -(-(max(caps) + 1) // s)  # enough to emit `cap` frames and then end each row
     for step in range(num_steps):
         picker.begin(allow_eos=step * s >= min_frames)
         codes = lm.head.sample(hidden, picker)[:batch]  # (B, C)
@@ -381,7 +383,7 @@ def stream_frames(
         if step == num_steps - 1:
             break
         feed = torch.cat([codes, codes]) if use_cfg else codes  # (R, C); ended rows feed anything
-        mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)  # (R, L+1)
+        mask = masks[:, : prefix_len + step + 1]  # (R, L+1), a view: no per-step concatenation
         if ctx is not None:
             ctx.log_prior = window()
             ctx.logprobs.clear()
