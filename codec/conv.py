@@ -50,6 +50,22 @@ def get_down_sample_padding(kernel_size: int, stride: int) -> int:
 GEMM_MAX_COLUMNS = 4096  # B x T_out up to which a conv runs as one matmul (every streamed frame; short offline)
 
 
+class DerivedWeight:
+    """A tensor derived from a layer's weights for inference (e.g. its matmul layout), with the key it was made for.
+
+    A small mutable box, so that module replicas sharing their parameters can share it too (tts_lm's DecoderPool).
+    """
+
+    def __init__(self) -> None:
+        self.entry: tuple[tuple, torch.Tensor] | None = None
+
+    def get(self, key: tuple, make) -> torch.Tensor:  # noqa: ANN001 (a callable () -> Tensor)
+        entry = self.entry
+        if entry is None or entry[0] != key:
+            entry = self.entry = (key, make())
+        return entry[1]
+
+
 def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
     """Conv weight [C_out, C_in, k] -> the matmul operand [C_in * k, C_out] (contiguous: MKL packs nothing)."""
     return weight.reshape(weight.shape[0], -1).t().contiguous()
@@ -167,7 +183,7 @@ class CausalConv1dNorm(StreamingModule[ConvState]):
         self.padding_total = self.effective_kernel - stride
         if self.padding_total < 0:
             raise ValueError(f"CausalConv1dNorm: stride {stride} larger than the effective kernel")
-        self._gemm_cache: tuple[tuple, torch.Tensor] | None = None  # (weight identity, gemm_weight(weight))
+        self.gemm_cache = DerivedWeight()  # gemm_weight(weight), remade when the weight changes
 
     def init_state(self, batch_size: int) -> ConvState:
         like = self._param_like()
@@ -196,9 +212,8 @@ class CausalConv1dNorm(StreamingModule[ConvState]):
         # with weight norm the stored tensors are its parametrization's (conv.weight is new on every access)
         stored = list(conv.parametrizations.weight.parameters()) if parametrize.is_parametrized(conv) else [conv.weight]
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in stored)
-        if self._gemm_cache is None or self._gemm_cache[0] != key:
-            self._gemm_cache = (key, gemm_weight(conv.weight))
-        return gemm_conv1d(x, self._gemm_cache[1], conv.bias, conv.kernel_size[0], self.stride, conv.dilation[0])
+        weight_t = self.gemm_cache.get(key, lambda: gemm_weight(conv.weight))
+        return gemm_conv1d(x, weight_t, conv.bias, conv.kernel_size[0], self.stride, conv.dilation[0])
 
 
 @dataclass

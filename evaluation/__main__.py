@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--temperature", type=float, default=d.temperature, help="TTS temperature (default %(default)s)")
     p.add_argument("--top-k", type=int, default=d.top_k, help="TTS top-k (default %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--device", default=d.device, help="torch device: cpu or cuda (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     return EvalConfig(
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         temperature=a.temperature,
         top_k=a.top_k,
         threads=a.threads,
+        device=a.device,
         progress=not a.no_progress,
     )
 

@@ -63,6 +63,7 @@ class EvalConfig:
     temperature: float = 0.6
     top_k: int = 80
     threads: int = 1
+    device: str = "cpu"  # torch device of the codec and the LM ("cuda" on a GPU); ASR / speaker models stay on CPU
     progress: bool = True
 
 
@@ -124,7 +125,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
     if not Path(cfg.manifest).is_file():
         raise EvalError(f"{cfg.manifest}: no such manifest (make data)")
     try:
-        codec = load_codec(cfg.codec)
+        codec = load_codec(cfg.codec, cfg.device)
     except (ValueError, OSError) as e:  # CodecError, SynthesisError (.nemo), missing files
         raise EvalError(f"--codec {cfg.codec}: cannot load it ({e}); train one first (make codec)") from e
     tts, tts_skipped = None, None  # the LM is loaded now, so that a mismatch fails before hours of work
@@ -135,7 +136,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
         tts_skipped = f"{lm_dir} holds no trained LM yet (make lm): codec only"
     else:
         try:
-            tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec)
+            tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec, device=cfg.device)
         except ValueError as e:  # SynthesisError: the LM was trained on another codec's tokens, ...
             raise EvalError(f"--lm {lm_dir} with --codec {cfg.codec}: {e}") from e
     chosen, prompts = select_utterances(read_manifest(cfg.manifest), cfg.split, cfg.num, cfg.seed, cfg.max_seconds)

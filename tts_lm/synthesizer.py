@@ -26,16 +26,20 @@ Concurrency: the weights are shared and read-only. Every request decodes with a 
 (`DecoderPool`: new module objects sharing the parameter tensors, so each has its own streaming state), held
 for the whole request and handed back for a later request when it ends (making one costs ~60 ms on the CPU
 profile, so they are reused rather than made per request); the LM's KV cache is per call. Per-request numbers
-live in the request's `SynthesisStats`; nothing else of a request outlives it.
+live in the request's `SynthesisStats`; nothing else of a request outlives it, except the codes of its speaker prompt:
+the last few prompts' codes are kept (`prompt_codes`), so a voice used again skips the codec encoder.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
+import hashlib
 import itertools
 import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,11 +50,13 @@ import numpy as np
 import torch
 
 from codec import NanoCodec
+from codec.conv import DerivedWeight
 from text import G2P, PhonemeVocab, TextError, split_sentences
 from tts_lm.generate import GenerationError, check_inputs
 from tts_lm.model import KoelLM
 from tts_lm.prompt import PromptClip, PromptError, prepare_prompt
 
+PROMPT_CACHE_SIZE = 16  # speaker prompts whose codes a Synthesizer keeps
 VOCAB_NAME = "phonemes.json"  # a PhonemeVocab saved beside the LM weights (else PhonemeVocab.default())
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -172,6 +178,8 @@ class Synthesizer:
         self.max_text_chars = max_text_chars
         self._check_models()
         self.decoders = DecoderPool(codec.audio_decoder)
+        self._prompt_codes: collections.OrderedDict[bytes, torch.Tensor] = collections.OrderedDict()
+        self._prompt_lock = threading.Lock()
         pause_frames = round(sentence_pause_s * codec.frame_rate)
         silence = torch.zeros(1, (pause_frames + 2) * codec.samples_per_frame)
         self.pause_codes = codec.encode(silence)[:, :, 1 : 1 + pause_frames].cpu()  # (1, K, pause) codec silence
@@ -240,8 +248,32 @@ class Synthesizer:
 
     def encode_prompt(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
         """User audio -> speaker-prompt codes long [K, P] (what `stream` conditions on)."""
-        clip = self.prepare_prompt(wav, sample_rate)
-        return self.codec.encode(torch.from_numpy(clip.wav)[None])[0].cpu()  # (K, P)
+        return self.prompt_codes(self.prepare_prompt(wav, sample_rate)).cpu()  # (K, P)
+
+    def prompt_codes(self, clip: PromptClip) -> torch.Tensor:
+        """A prepared prompt clip -> its codes long [K, P] on the codec's device.
+
+        The codes of the last PROMPT_CACHE_SIZE distinct clips are kept (keyed by a hash of the samples): a voice
+        used again (the demo's usual case) skips the codec encoder, the largest part of the time to first audio.
+        Encoding is deterministic, so a kept entry is exactly what encoding again would give.
+        """
+        key = hashlib.blake2b(clip.wav.tobytes(), digest_size=16).digest()
+        with self._prompt_lock:
+            codes = self._prompt_codes.get(key)
+            if codes is not None:
+                self._prompt_codes.move_to_end(key)
+                return codes
+        codes = self.codec.encode(torch.from_numpy(clip.wav)[None])[0]  # (K, P)
+        with self._prompt_lock:
+            self._prompt_codes[key] = codes
+            while len(self._prompt_codes) > PROMPT_CACHE_SIZE:
+                self._prompt_codes.popitem(last=False)
+        return codes
+
+    def forget_prompts(self) -> None:
+        """Drop the kept prompt codes (the next request in any voice encodes its prompt again)."""
+        with self._prompt_lock:
+            self._prompt_codes.clear()
 
     def check_text(self, text: str) -> None:
         """Refuse empty and over-long text (SynthesisError) before any work is done."""
@@ -311,7 +343,7 @@ class Synthesizer:
             raise SynthesisError(f"chunk_frames must be a positive number of frames, got {chunk_frames!r}")
         self.check_text(text)
         clip = self.prepare_prompt(prompt_wav, prompt_sr)
-        prompt_codes = self.codec.encode(torch.from_numpy(clip.wav)[None])[0]  # (K, P)
+        prompt_codes = self.prompt_codes(clip)  # (K, P)
         pieces = self.text_pieces(text, prompt_codes)
         stats = SynthesisStats(self.sample_rate, self.frame_rate, prompt_seconds=clip.seconds)
         options = dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, **generate_options)
@@ -384,7 +416,9 @@ class DecoderPool:
             self._idle.put(self._replica())
 
     def _replica(self) -> torch.nn.Module:
-        shared = {id(t): t for t in itertools.chain(self._source.parameters(), self._source.buffers())}
+        shared: dict[int, Any] = {id(t): t for t in itertools.chain(self._source.parameters(), self._source.buffers())}
+        for m in self._source.modules():  # inference-layout weights are derived from the shared parameters: shared too
+            shared.update({id(v): v for v in vars(m).values() if isinstance(v, DerivedWeight)})
         return copy.deepcopy(self._source, memo=shared)
 
     @contextlib.contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from common.fileio import write_json_atomic, write_text_atomic
-from evaluation.bench.harness import BenchSettings, machine_info
+from evaluation.bench.harness import BenchSettings, has_espeak, machine_info
 
 PAPER_RTF_RATIO = 2.33  # NanoCodec paper: LM RTF at 21.5 FPS / at 12.5 FPS
 
@@ -50,26 +50,34 @@ def run_bench(
     machine = machine_info(settings.threads)
     sections: dict[str, float] = {}
 
+    run = set(settings.sections)
     tic = time.perf_counter()
     pairs = {k: (v["codec"], v["lm"]) for k, v in trained.items() if v.get("codec") and v.get("lm")}
-    e2e = bench_e2e(settings, pairs, progress)
+    e2e = bench_e2e(settings, pairs, progress) if "e2e" in run else []
     sections["e2e_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    codec_speed = bench_codec_speed(settings, progress)
+    codec_speed = bench_codec_speed(settings, progress) if "codecs" in run else []
     sections["codec_speed_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    tokenize = bench_tokenize(settings, {k: v.get("codec") for k, v in trained.items()}, progress)
-    codec_training = bench_codec_training(settings, progress)
-    lm_training = bench_lm_training(settings, progress)
+    tokenize, codec_training, lm_training = [], [], []
+    if "throughput" in run:
+        tokenize = bench_tokenize(settings, {k: v.get("codec") for k, v in trained.items()}, progress)
+        codec_training = bench_codec_training(settings, progress)
+        lm_training = bench_lm_training(settings, progress)
     sections["throughput_s"] = time.perf_counter() - tic
 
     machine["load_average_end"] = machine_info(settings.threads)["load_average"]
     notes = list(settings.notes)
+    if not has_espeak():
+        notes.append("espeak-ng is not installed: the prompt and codec inputs are a speech-like stand-in signal")
+    if any(row["components"]["g2p"] == "StandInG2P" for row in e2e):
+        notes.append("phonemizer / espeak-ng are not installed: the text got stand-in phonemes (same length)")
     sizes = {row["fps"]: row["lm"].split(": ", 1)[1] for row in e2e}
-    if sizes["12.5"] != sizes["21.5"]:  # the parameter count differs anyway (vocabularies): compare the shapes
+    if sizes and sizes["12.5"] != sizes["21.5"]:  # parameter counts differ anyway (vocabularies): compare shapes
         notes.append(f"the two LMs differ in architecture, so the ratio is not the frame rate's alone: {sizes}")
     results = {
-        **headline(e2e),
+        **(headline(e2e) if e2e else {}),
+        "components": [{"fps": row["fps"], **row["components"]} for row in e2e],
         "paper_rtf_ratio": PAPER_RTF_RATIO,
         "smoke": settings.is_smoke,
         "e2e": e2e,
@@ -99,17 +107,33 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = ["# nanokoel benchmarks", ""]
     if r["smoke"]:
         lines += ["**SMOKE RUN: tiny sizes; the numbers only show that the harness works.**", ""]
+    device = s.get("device", "cpu")
+    on = f"**GPU {m.get('gpu')}** (device {device}), " if device != "cpu" else ""
     lines += [
-        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, load average {m['load_average']} before / "
+        f"Machine: {on}{m['cpu']}, {m['logical_cpus']} logical CPUs, load average {m['load_average']} before / "
         f"{m['load_average_end']} after; torch {m['torch']} on **{m['torch_threads']} thread(s)**, transformers "
         f"{m['transformers']}, Python {m['python']}.",
         "",
+    ]
+    if r["e2e"]:
+        lines += _e2e_lines(r, s)
+    if r["codec_speed"]:
+        lines += _codec_lines(r, s)
+    if r["tokenize"] or r["codec_training"] or r["lm_training"]:
+        lines += _throughput_lines(r)
+    lines += ["", *[f"- {note}" for note in r["notes"]], ""]
+    return "\n".join(lines)
+
+
+def _e2e_lines(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    lines = [
         "## 1. Streaming TTS: 12.5 vs 21.5 FPS (same LM architecture, text, prompt and audio length)",
         "",
         f"Headline (batch 1): RTF {_f(r['rtf_12_5'])} at 12.5 FPS vs {_f(r['rtf_21_5'])} at 21.5 FPS: "
         f"**{_f(r['rtf_ratio'])}x** (paper: {r['paper_rtf_ratio']}x); time to first audio {r['ttfa_12_5_ms']:.0f} vs "
-        f"{r['ttfa_21_5_ms']:.0f} ms ({_f(r['ttfa_ratio'])}x); LM steps per second of audio "
-        f"{_f(r['lm_steps_ratio'])}x.",
+        f"{r['ttfa_21_5_ms']:.0f} ms ({_f(r['ttfa_ratio'])}x) for a new voice, {r['ttfa_warm_voice_12_5_ms']:.0f} vs "
+        f"{r['ttfa_warm_voice_21_5_ms']:.0f} ms for a voice used before (prompt codes kept); LM steps per second of "
+        f"audio {_f(r['lm_steps_ratio'])}x.",
         "",
         "| FPS | batch | weights | audio s / stream | TTFA ms (best) | RTF (best) | audio s per s | LM steps / "
         "audio s | LM steps / s | RTF 21.5 / 12.5 |",
@@ -133,6 +157,26 @@ def render_markdown(r: dict[str, Any]) -> str:
         "brackets). Batch 1 runs `Synthesizer.stream`; batch B streams B rows through one LM and one decoder; RTF is "
         "compute seconds per second of audio of one stream, 'audio s per s' counts all B streams.",
         "",
+        "Where the time goes (ms; timed apart from the requests; G2P and prompt encoding once per request, the "
+        "LM prefix once per sentence, an LM step and a decoder frame once per frame):",
+        "",
+        "| FPS | batch | G2P | prompt encoding (s of prompt) | LM prefix + first step | LM step | decoder frame | "
+        "frame length |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in sorted(r["components"], key=lambda x: (x["batch"], x["fps"])):
+        g2p = f"{_f(c['g2p_ms'])}" + (" (stand-in)" if c["g2p"] == "StandInG2P" else "") if c["g2p_ms"] else ""
+        encode = f"{_f(c['prompt_encode_ms'])} ({c['prompt_s']:.1f} s)" if c["prompt_encode_ms"] else ""
+        lines.append(
+            f"| {c['fps']} | {c['batch']} | {g2p} | {encode} | {_f(c['lm_prefix_ms'])} | {_f(c['lm_step_ms'])} | "
+            f"{_f(c['decoder_frame_ms'])} | {c['frame_ms']:.0f} |"
+        )
+    return lines
+
+
+def _codec_lines(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
         "## 2. Codec speed vs peers (random weights, same speech, interleaved, medians)",
         "",
         "| codec | sample rate | FPS | kbps | params M | encode RTF | decode RTF | streaming decode RTF (frame by "
@@ -148,8 +192,14 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{r['codec_speed'][0]['audio_s']:.1f} s of espeak-ng speech at each codec's rate, {s['codec_repeats']} rounds "
-        "after a warm-up. Peers' streaming: transformers decodes whole sequences only (n/a).",
+        f"{r['codec_speed'][0]['audio_s']:.1f} s of speech (espeak-ng) at each codec's rate, {s['codec_repeats']} "
+        "rounds after a warm-up. Peers' streaming: transformers decodes whole sequences only (n/a).",
+    ]
+    return lines
+
+
+def _throughput_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## 3. Throughput of the CPU profiles",
         "",
@@ -180,8 +230,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"{_f(row['steps_per_s'])} steps/s, "
             f"{_f(row['samples_per_s'])} samples/s, {_f(row['audio_s_per_s'])} s of audio per s |"
         )
-    lines += ["", *[f"- {note}" for note in r["notes"]], ""]
-    return "\n".join(lines)
+    return lines
 
 
 # ---- command line -------------------------------------------------------------------------------------------
@@ -197,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="every code path at tiny sizes, in seconds (numbers mean nothing)"
     )
     p.add_argument("--chunk-frames", type=int, default=1, help="codec frames per streamed chunk (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device of the timed models: cpu or cuda (default cpu)")
+    p.add_argument(
+        "--sections",
+        help="comma-separated subset of e2e,codecs,throughput (default: all on cpu; e2e,codecs on a GPU, since the "
+        "throughput section times the CPU profiles' tokenisation and training)",
+    )
+    p.add_argument("--lm-config", help="LM config of the end-to-end benchmark (default configs/lm/cpu.yaml)")
     for fps in ("12", "21"):
         rate = "12.5" if fps == "12" else "21.5"
         p.add_argument(f"--codec-{fps}", help=f"trained {rate} FPS codec directory (default: random init)")
@@ -218,6 +274,19 @@ def main(argv: list[str] | None = None) -> int:
             trained[rate] = {"codec": codec, "lm": lm}
     settings = BenchSettings.smoke(args.threads) if args.smoke else BenchSettings.full(args.threads)
     settings.chunk_frames = args.chunk_frames
+    settings.device = args.device
+    if args.device != "cpu" and not torch.device(args.device).type == "cpu":
+        try:
+            torch.empty(0, device=args.device)
+        except (RuntimeError, AssertionError) as e:
+            print(f"error: --device {args.device}: {e}", file=sys.stderr)
+            return 2
+    default_sections = ("e2e", "codecs", "throughput") if args.device == "cpu" else ("e2e", "codecs")
+    settings.sections = tuple(args.sections.split(",")) if args.sections else default_sections
+    if not set(settings.sections) <= {"e2e", "codecs", "throughput"}:
+        p.error(f"--sections {args.sections}: use a comma-separated subset of e2e,codecs,throughput")
+    if args.lm_config:
+        settings.lm_config = args.lm_config
     results = run_bench(settings, args.out, trained, progress=not args.no_progress)
     print(render_markdown(results))
     print(f"results: {Path(args.out) / 'results.json'}")

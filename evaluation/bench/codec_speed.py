@@ -44,9 +44,10 @@ class CodecUnderTest:
     stream_decode: Callable[[Any], torch.Tensor] | None = None
 
 
-def nanocodec(config: str, overrides: tuple[str, ...] = ()) -> CodecUnderTest:
+def nanocodec(config: str, overrides: tuple[str, ...] = (), device: str = "cpu") -> CodecUnderTest:
     model = NanoCodec.from_config(config, list(overrides)).eval()
     model.remove_weight_norm()
+    model.to(device)
 
     def stream_decode(codes: torch.Tensor) -> torch.Tensor:
         with model.streaming(codes.shape[0]):
@@ -80,7 +81,7 @@ def _tiny(kind: str) -> dict[str, Any]:
     }[kind]
 
 
-def peer(kind: str, scale: str = "full") -> CodecUnderTest:
+def peer(kind: str, scale: str = "full", device: str = "cpu") -> CodecUnderTest:
     """Mimi / EnCodec / DAC from transformers configs with random weights (see the module docstring)."""
     import transformers as tf
 
@@ -88,7 +89,7 @@ def peer(kind: str, scale: str = "full") -> CodecUnderTest:
     torch.manual_seed(0)
     if kind == "mimi":
         cfg = tf.MimiConfig(**extra)
-        model = tf.MimiModel(cfg).eval()
+        model = tf.MimiModel(cfg).eval().to(device)
         k = 8  # Moshi uses 8 of Mimi's 32 codebooks (1.1 kbps)
 
         def encode(x):
@@ -100,7 +101,7 @@ def peer(kind: str, scale: str = "full") -> CodecUnderTest:
         rate, bits, name = cfg.frame_rate, k * math.log2(cfg.codebook_size) * cfg.frame_rate, "Mimi"
     elif kind == "encodec":
         cfg = tf.EncodecConfig(**extra)
-        model = tf.EncodecModel(cfg).eval()
+        model = tf.EncodecModel(cfg).eval().to(device)
         bandwidth = 6.0  # kbps: 8 codebooks at 75 Hz
 
         def encode(x):
@@ -113,7 +114,7 @@ def peer(kind: str, scale: str = "full") -> CodecUnderTest:
         rate, bits, name = cfg.frame_rate, bandwidth * 1000, "EnCodec"
     elif kind == "dac":
         cfg = tf.DacConfig(sampling_rate=44100, **extra)
-        model = tf.DacModel(cfg).eval()
+        model = tf.DacModel(cfg).eval().to(device)
 
         def encode(x):
             return model.encode(x[:, None]).audio_codes  # (B, K, F)
@@ -132,8 +133,8 @@ def peer(kind: str, scale: str = "full") -> CodecUnderTest:
 def bench_codec_speed(settings: BenchSettings, progress: bool = True) -> list[dict[str, Any]]:
     """Encode / decode RTF per codec (medians of interleaved rounds) and the ratios to NanoCodec 12.5 FPS."""
     # built outside inference mode: weight-norm folding there would leave plain tensors, not Parameters
-    codecs = [nanocodec(c, settings.codec_overrides) for c in settings.paper_codecs]
-    codecs += [peer(kind, settings.peer_scale) for kind in settings.peers]
+    codecs = [nanocodec(c, settings.codec_overrides, settings.device) for c in settings.paper_codecs]
+    codecs += [peer(kind, settings.peer_scale, settings.device) for kind in settings.peers]
     with torch.inference_mode():
         times, inputs = _interleaved_rounds(codecs, settings, progress)
     rows = []
@@ -170,7 +171,9 @@ def _interleaved_rounds(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, torch.Tensor]]:
     """Seconds per call {codec: {"encode", "decode", "stream": [per round]}} and the inputs [1, T] per codec."""
     speech = espeak_speech(LONG_TEXT, 22050, settings.codec_seconds)
-    inputs = {c.name: torch.from_numpy(resample(speech, 22050, c.sample_rate))[None] for c in codecs}  # (1, T)
+    inputs = {
+        c.name: torch.from_numpy(resample(speech, 22050, c.sample_rate))[None].to(settings.device) for c in codecs
+    }  # (1, T)
     times: dict[str, dict[str, list[float]]] = {c.name: {"encode": [], "decode": [], "stream": []} for c in codecs}
     rounds = settings.codec_repeats + 1  # the first round warms up and is not counted
     bar = tqdm(total=rounds * len(codecs), desc="bench 2/3: codec speed vs peers", disable=not progress)
@@ -179,8 +182,9 @@ def _interleaved_rounds(
             x = inputs[c.name]
             codes = c.encode(x)
             t = times[c.name]
-            enc, dec = timed(lambda c=c, x=x: c.encode(x)), timed(lambda c=c, codes=codes: c.decode(codes))
-            stream = timed(lambda c=c, codes=codes: c.stream_decode(codes)) if c.stream_decode else float("nan")
+            dev = settings.device
+            enc, dec = timed(lambda c=c, x=x: c.encode(x), dev), timed(lambda c=c, codes=codes: c.decode(codes), dev)
+            stream = timed(lambda c=c, codes=codes: c.stream_decode(codes), dev) if c.stream_decode else float("nan")
             if r > 0:
                 t["encode"].append(enc)
                 t["decode"].append(dec)

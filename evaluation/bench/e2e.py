@@ -12,14 +12,17 @@ Both frame rates get the same text, the same prompt recording (so the same promp
 frames) and exactly the same audio length: generation runs `frames = seconds x FPS` steps with audio EOS masked
 (`min_frames = max_frames`, no alignment stop), whether the weights are random (the default: speed does not depend
 on them) or trained (passed in; then the table says so). Measured per request: time to first audio (TTFA: prompt
-encode + G2P + LM prefix + first frame decoded), RTF = compute seconds / seconds of audio per stream, LM steps per
+encode + G2P + LM prefix + first frame decoded; a new voice each time, and at batch 1 also a voice used before,
+whose prompt codes the Synthesizer keeps), RTF = compute seconds / seconds of audio per stream, LM steps per
 second of audio (= FPS / frames per step) and per wall second. Paper (NanoCodec, Casanova et al. 2025): the LM at
-12.5 FPS has a 2.33x lower RTF than at 21.5 FPS.
+12.5 FPS has a 2.33x lower RTF than at 21.5 FPS. Each row also carries `components`: G2P, prompt encoding, LM
+prefix, one LM step and one streamed decoder frame, timed apart (`components`). On a GPU (`settings.device`) the
+clock is read after `torch.cuda.synchronize`; without phonemizer / espeak-ng the text gets stand-in phonemes.
 """
 
 from __future__ import annotations
 
-import time
+import random
 from typing import Any
 
 import torch
@@ -28,8 +31,8 @@ from tqdm import tqdm
 
 from codec import NanoCodec
 from common.config import config_from_dict
-from evaluation.bench.harness import PROMPT_TEXT, TEXT, BenchSettings, espeak_speech, median
-from text import PhonemeVocab
+from evaluation.bench.harness import PROMPT_TEXT, TEXT, BenchSettings, clock, espeak_speech, median, timed
+from text import G2P, PhonemeVocab
 from tts_lm import KoelLM, LMConfig
 from tts_lm.generate import stream_frames
 from tts_lm.synthesizer import Synthesizer
@@ -37,11 +40,37 @@ from tts_lm.synthesizer import Synthesizer
 FPS_KEYS = ("12.5", "21.5")
 
 
-def random_synthesizer(codec_config: str, lm_config: str, overrides: tuple[str, ...] = ()) -> Synthesizer:
+class StandInG2P:
+    """Where phonemizer / espeak-ng are missing (a bare GPU machine): text -> a fixed-seed phoneme string of the
+    vocabulary's symbols, ~0.9 phonemes per character (English IPA's rate), so the LM sees a sentence-long input.
+    The LM's speed does not depend on which phonemes it reads; results.json notes when this stand-in was used."""
+
+    def __init__(self, vocab: PhonemeVocab) -> None:
+        self.symbols = [s for s in vocab.symbols if not s.isspace()]
+
+    def __call__(self, text: str) -> str:
+        rng = random.Random(text)
+        return "".join(rng.choice(self.symbols) for _ in range(max(1, round(0.9 * len(text)))))
+
+
+def bench_g2p() -> G2P | StandInG2P:
+    """The real G2P (phonemizer + espeak-ng) when installed, else `StandInG2P`."""
+    try:
+        g2p = G2P("en-us")
+        g2p("test")
+        return g2p
+    except Exception:  # ImportError (phonemizer) or RuntimeError (no espeak-ng library)
+        return StandInG2P(PhonemeVocab.default())
+
+
+def random_synthesizer(
+    codec_config: str, lm_config: str, overrides: tuple[str, ...] = (), device: str = "cpu", g2p: Any = None
+) -> Synthesizer:
     """A Synthesizer over random-init models: the codec of `codec_config`, the LM of `lm_config`'s model section."""
     torch.manual_seed(0)
     codec = NanoCodec.from_config(codec_config, list(overrides)).eval()
     codec.remove_weight_norm()
+    codec.to(device)
     meta = dict(
         num_codebooks=codec.num_codebooks,
         codebook_size=codec.codebook_size,
@@ -51,8 +80,8 @@ def random_synthesizer(codec_config: str, lm_config: str, overrides: tuple[str, 
         phoneme_vocab=PhonemeVocab.default().to_dict(),
     )
     values = OmegaConf.to_container(OmegaConf.load(lm_config).model)
-    lm = KoelLM(config_from_dict(LMConfig, values).with_tokens(meta)).eval()
-    return Synthesizer(lm, codec)
+    lm = KoelLM(config_from_dict(LMConfig, values).with_tokens(meta)).eval().to(device)
+    return Synthesizer(lm, codec, g2p=g2p if g2p is not None else bench_g2p())
 
 
 def architecture(lm: KoelLM) -> str:
@@ -71,20 +100,26 @@ def fixed_length(frames: int) -> dict[str, Any]:
 
 @torch.no_grad()
 def request(
-    tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int, seed: int, chunk_frames: int = 1
+    tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int, seed: int, chunk_frames: int = 1, warm: bool = False
 ) -> dict[str, float]:
-    """One streamed request of `batch` rows; returns ttfa_s, compute_s, audio_s (per row), frames, lm_steps."""
+    """One streamed request of `batch` rows; returns ttfa_s, compute_s, audio_s (per row), frames, lm_steps.
+
+    The prompt is a new voice (its codes are not kept from an earlier request) unless `warm`.
+    """
+    device = tts.lm.device
+    if not warm:
+        tts.forget_prompts()
     if batch == 1:
         stream = tts.stream(TEXT, prompt_wav, sr, seed=seed, chunk_frames=chunk_frames, **fixed_length(frames))
         stream.read_all()
         s = stream.stats
         steps = -(-s.frames // tts.lm.config.frames_per_step)
         return dict(ttfa_s=s.ttfa_s, compute_s=s.compute_s, audio_s=s.audio_seconds, frames=s.frames, lm_steps=steps)
-    start = time.perf_counter()
+    start = clock(device)
     clip = tts.prepare_prompt(prompt_wav, sr)
     prompts = tts.codec.encode(torch.from_numpy(clip.wav)[None].repeat(batch, 1))  # (B, K, P)
     (piece,) = tts.text_pieces(TEXT, prompts[0])
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     ttfa, samples, emitted, pending = None, 0, 0, []
     steps = stream_frames(
         tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
@@ -98,10 +133,59 @@ def request(
             audio = tts.codec.decode(torch.cat(pending, dim=2))  # (B, n * hop): n frames of every row
             samples, pending = samples + audio.shape[-1], []
             if ttfa is None:
-                ttfa = time.perf_counter() - start
-    compute = time.perf_counter() - start
+                ttfa = clock(device) - start
+    compute = clock(device) - start
     steps = -(-emitted // tts.lm.config.frames_per_step)
     return dict(ttfa_s=ttfa, compute_s=compute, audio_s=samples / tts.sample_rate, frames=emitted, lm_steps=steps)
+
+
+def first_audio_s(tts: Synthesizer, prompt_wav, sr: int, frames: int, seed: int) -> float:
+    """Time to first audio of a batch-1 request in a voice used before (its prompt codes kept): the first chunk only."""
+    stream = tts.stream(TEXT, prompt_wav, sr, seed=seed, **fixed_length(frames))
+    next(stream)
+    stream.close()
+    return stream.stats.ttfa_s
+
+
+@torch.no_grad()
+def components(tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int) -> dict[str, float]:
+    """Where a request's time goes, in ms: G2P of the text (a cold G2P), encoding the prompt, the LM prefix (prompt
+    + text + first step), one LM step, one streamed decoder frame, at `batch` rows (G2P and prompt: once)."""
+    device = tts.lm.device
+    clip = tts.prepare_prompt(prompt_wav, sr)
+    g2p = type(tts.g2p)("en-us") if isinstance(tts.g2p, G2P) else tts.g2p
+    g2p_s = timed(lambda: g2p(TEXT))
+    wav = torch.from_numpy(clip.wav)[None]
+    tts.codec.encode(wav)  # warm-up
+    encode_s = timed(lambda: tts.codec.encode(wav), device)
+    prompts = tts.codec.encode(wav.repeat(batch, 1))  # (B, K, P)
+    (piece,) = tts.text_pieces(TEXT, prompts[0])
+    generator = torch.Generator(device=device).manual_seed(0)
+    steps = stream_frames(
+        tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
+    )
+    start = clock(device)
+    next(steps)
+    prefix_s, step_times, codes = clock(device) - start, [], []
+    for _ in range(frames - 1):
+        tic = clock(device)
+        codes.append(next(steps).frame)  # (B, K, 1)
+        step_times.append(clock(device) - tic)
+    frame_times = []
+    with tts.codec.streaming(batch):
+        for frame in codes:
+            frame_times.append(timed(lambda f=frame: tts.codec.decode(f), device))
+    return {
+        "batch": batch,
+        "g2p_ms": 1000 * g2p_s if batch == 1 else None,
+        "g2p": type(g2p).__name__,
+        "prompt_encode_ms": 1000 * encode_s if batch == 1 else None,
+        "prompt_s": clip.seconds,
+        "lm_prefix_ms": 1000 * prefix_s,
+        "lm_step_ms": 1000 * median(step_times),
+        "decoder_frame_ms": 1000 * median(frame_times[1:]),
+        "frame_ms": 1000 / tts.frame_rate,
+    }
 
 
 def bench_e2e(
@@ -114,9 +198,10 @@ def bench_e2e(
     for key in FPS_KEYS:
         if key in trained:
             codec_dir, lm_dir = trained[key]
-            setups[key] = (Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir), f"trained: {lm_dir} + {codec_dir}")
+            tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir, device=settings.device, g2p=bench_g2p())
+            setups[key] = (tts, f"trained: {lm_dir} + {codec_dir}")
         else:
-            tts = random_synthesizer(configs[key], settings.lm_config, settings.codec_overrides)
+            tts = random_synthesizer(configs[key], settings.lm_config, settings.codec_overrides, settings.device)
             setups[key] = (tts, f"random init: {settings.lm_config} + {configs[key]}")
     sr = setups["12.5"][0].sample_rate
     prompt = espeak_speech(PROMPT_TEXT, sr)
@@ -133,6 +218,8 @@ def bench_e2e(
                 tts, _ = setups[key]
                 frames = round(settings.e2e_seconds * tts.frame_rate)
                 result = request(tts, prompt, sr, frames, batch, seed=repeat, chunk_frames=settings.chunk_frames)
+                if batch == 1:  # the same voice again: its prompt codes are kept
+                    result["ttfa_warm_s"] = first_audio_s(tts, prompt, sr, frames, seed=repeat)
                 runs.setdefault((key, batch), []).append(result)
                 bar.update(1)
     bar.close()
@@ -154,6 +241,7 @@ def bench_e2e(
                 "frames": results[0]["frames"],
                 "chunk_frames": settings.chunk_frames,
                 "ttfa_ms": 1000 * median([r["ttfa_s"] for r in results]),
+                "ttfa_warm_voice_ms": 1000 * median([r["ttfa_warm_s"] for r in results]) if batch == 1 else None,
                 "best_ttfa_ms": 1000 * min(r["ttfa_s"] for r in results),
                 "rtf": median([r["compute_s"] / r["audio_s"] for r in results]),
                 "best_rtf": min(r["compute_s"] / r["audio_s"] for r in results),
@@ -162,6 +250,7 @@ def bench_e2e(
                 "lm_steps_per_s": median([r["lm_steps"] / r["compute_s"] for r in results]),
                 "repeats": len(results),
                 "compute_s": compute,
+                "components": components(tts, prompt, sr, min(frames, 25), batch),
             }
         )
     return rows
@@ -175,6 +264,8 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, float]:
         "rtf_21_5": by["21.5", 1]["rtf"],
         "ttfa_12_5_ms": by["12.5", 1]["ttfa_ms"],
         "ttfa_21_5_ms": by["21.5", 1]["ttfa_ms"],
+        "ttfa_warm_voice_12_5_ms": by["12.5", 1]["ttfa_warm_voice_ms"],
+        "ttfa_warm_voice_21_5_ms": by["21.5", 1]["ttfa_warm_voice_ms"],
     }
     out["rtf_ratio"] = out["rtf_21_5"] / out["rtf_12_5"]
     out["ttfa_ratio"] = out["ttfa_21_5_ms"] / out["ttfa_12_5_ms"]
