@@ -22,6 +22,7 @@ a layer emits all the output its input so far determines.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -116,3 +117,88 @@ class StreamingModule(nn.Module, Generic[S]):
         for m in self.streaming_modules():
             if m._streaming_batch is not None:
                 m._streaming_state = m.init_state(m._streaming_batch)
+
+
+class StaticStreamingStep:
+    """A streaming step with fixed shapes and fixed buffers (input, output, every layer's state), CUDA-graph ready.
+
+            with decoder.streaming(B):
+                step = StaticStreamingStep(decoder, example)     # example: one chunk [B, C, T] (e.g. one frame)
+                for chunk in chunks:
+                    audio = step(chunk)                           # == decoder(chunk), as streaming would give it
+
+    On CUDA (`graph=True`, the default there) the whole step, including writing each layer's new state back into
+    its buffer, is captured once as a CUDA graph and replayed per chunk: one launch instead of hundreds of small
+    kernels with Python between them. Elsewhere the same buffers run eagerly (the protocol tests/ check on CPU).
+    A chunk of another shape (a last, shorter chunk) runs eagerly from the same state. `reset()` zeroes the state
+    (a new utterance) and keeps the graph. The step must not contain host synchronisation (pass decoder inputs,
+    not codes to validate).
+    """
+
+    def __init__(self, module: StreamingModule, example: torch.Tensor, graph: bool | None = None) -> None:
+        self.module = module
+        self.layers = [m for m in module.streaming_modules() if m._streaming_state is not None]
+        if not module.is_streaming:
+            raise StreamingError("StaticStreamingStep needs the module inside `streaming()`")
+        self.input = example.clone()
+        self.states = [_clone_state(m._streaming_state) for m in self.layers]  # the buffers each step reads
+        self.graph = None
+        self.output: torch.Tensor | None = None
+        if graph if graph is not None else example.is_cuda:
+            self._capture()
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        """module(x) from the state buffers; new states are copied back into them (in place)."""
+        for m, state in zip(self.layers, self.states, strict=True):
+            m._streaming_state = state
+        out = self.module(x)
+        for m, state in zip(self.layers, self.states, strict=True):
+            new = m._streaming_state
+            for f in dataclasses.fields(state):
+                buffer, value = getattr(state, f.name), getattr(new, f.name)
+                if buffer.shape != value.shape:
+                    raise StreamingError(f"{type(m).__name__}: state shape changed; chunks must keep one shape")
+                buffer.copy_(value)
+            m._streaming_state = state
+        return out
+
+    def _capture(self) -> None:
+        saved = [_clone_state(s) for s in self.states]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up (allocations, lazy caches) outside the graph
+            for _ in range(2):
+                self._step(self.input)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = self._step(self.input)
+        for state, kept in zip(self.states, saved, strict=True):  # the warm-up advanced the state: undo it
+            _copy_state(state, kept)
+
+    def fresh_block(self) -> bool:
+        """True when the module is in a new `streaming()` block since this step last ran (its states are not ours)."""
+        return any(m._streaming_state is not state for m, state in zip(self.layers, self.states, strict=True))
+
+    def reset(self) -> None:
+        """Back to the zero state (a new utterance), keeping the buffers and the graph."""
+        batch = self.module._streaming_batch
+        for m, state in zip(self.layers, self.states, strict=True):
+            _copy_state(state, m.init_state(batch))
+            m._streaming_state = state
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graph is None or x.shape != self.input.shape:
+            return self._step(x)
+        self.input.copy_(x)
+        self.graph.replay()
+        return self.output.clone()
+
+
+def _clone_state(state):  # noqa: ANN001, ANN202 (a layer's state dataclass)
+    return dataclasses.replace(state, **{f.name: getattr(state, f.name).clone() for f in dataclasses.fields(state)})
+
+
+def _copy_state(target, source) -> None:  # noqa: ANN001
+    for f in dataclasses.fields(target):
+        getattr(target, f.name).copy_(getattr(source, f.name))

@@ -250,6 +250,26 @@ def test_gemm_conv_equals_torch_conv(stride, dilation):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
+def test_static_streaming_step_equals_offline_and_resets():
+    """The CUDA-graph-ready step (fixed buffers for input, output and every layer's state) run eagerly on CPU: the
+    same audio as offline decoding, frame by frame, after a reset, and with a shorter last chunk."""
+    from codec.streaming import StaticStreamingStep
+
+    model = tiny_model()
+    model.remove_weight_norm()
+    decoder = model.audio_decoder
+    latents = model.dequantize(random_codes(model, 2, 7))  # (B, D, F)
+    with torch.no_grad():
+        offline = decoder(latents)
+        with decoder.streaming(batch_size=2):
+            step = StaticStreamingStep(decoder, latents[:, :, :2], graph=False)
+            for _ in range(2):  # the second pass after reset(): a new utterance from the zero state
+                chunks = [step(latents[:, :, i : i + 2]) for i in range(0, 7, 2)]  # 2, 2, 2 frames then 1
+                torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=1e-5, rtol=0)
+                step.reset()
+    assert not decoder.is_streaming
+
+
 def test_streaming_with_weight_norm_follows_weight_changes():
     """Weight norm is computed once per streaming block and the matmul layout once per weight: a weight changed
     between blocks (a training step) must be used by the next block, streamed and offline alike."""

@@ -71,6 +71,21 @@ def test_stream_equals_synthesize_equals_offline_generate_and_decode(tts, models
     assert np.abs(streamed).max() > 0
 
 
+def test_static_decoder_step_gives_the_same_audio_request_after_request(models):
+    """The GPU path's decoder step (fixed buffers, replayed as a CUDA graph there) run eagerly on CPU: equal to the
+    offline reference, in a second request that reuses the step (reset, not captured again), with a shorter last
+    chunk (chunk_frames=2)."""
+    lm_dir, codec_dir, wav, sr, _ = models
+    tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir)
+    tts.static_decoder_step = True
+    reference, _ = offline(tts, TEXT, wav, sr, seed=3, **OPTIONS)
+    for _ in range(2):
+        streamed = tts.synthesize(TEXT, wav, sr, seed=3, chunk_frames=2, **OPTIONS)
+        np.testing.assert_allclose(streamed, reference, atol=1e-5)
+    decoder = tts.decoders._idle.get_nowait()
+    assert len(decoder._static_steps) >= 1  # kept on the replica for later requests
+
+
 def test_seed_reproducible_and_matters(tts, models):
     *_, wav, sr, _ = models
     a = tts.synthesize(TEXT, wav, sr, seed=1, **OPTIONS)

@@ -51,6 +51,7 @@ import torch
 
 from codec import NanoCodec
 from codec.conv import DerivedWeight
+from codec.streaming import StaticStreamingStep
 from text import G2P, PhonemeVocab, TextError, split_sentences
 from tts_lm.generate import GenerationError, check_inputs
 from tts_lm.model import KoelLM
@@ -178,6 +179,8 @@ class Synthesizer:
         self.max_text_chars = max_text_chars
         self._check_models()
         self.decoders = DecoderPool(codec.audio_decoder)
+        # on a GPU each decoder replica replays its streaming step as a CUDA graph (codec.streaming.StaticStreamingStep)
+        self.static_decoder_step = codec.device.type == "cuda"
         self._prompt_codes: collections.OrderedDict[bytes, torch.Tensor] = collections.OrderedDict()
         self._prompt_lock = threading.Lock()
         pause_frames = round(sentence_pause_s * codec.frame_rate)
@@ -368,9 +371,9 @@ class Synthesizer:
         dtype = next(self.codec.audio_decoder.parameters()).dtype
 
         def decode(frames: list[torch.Tensor]) -> np.ndarray:  # = codec.decode, through this request's decoder
-            latents = self.codec.dequantize(torch.cat(frames, dim=2))  # (1, D, n)
+            latents = self.codec.dequantize(torch.cat(frames, dim=2)).to(dtype)  # (1, D, n)
             with torch.no_grad():
-                audio = decoder(latents.to(dtype))  # (1, n * hop)
+                audio = (graphed_step(decoder, latents) if self.static_decoder_step else decoder)(latents)  # (1, n*hop)
             return audio[0].float().cpu().numpy()
 
         with self.decoders.lease() as decoder, decoder.streaming(1):
@@ -399,6 +402,22 @@ class Synthesizer:
         yield from self.lm.stream(piece.ids, prompt_codes, generator=generator, stop_reasons=reasons, **options)
         stats.pieces += 1
         stats.stop_reasons.extend(reasons)
+
+
+def graphed_step(decoder: torch.nn.Module, latents: torch.Tensor) -> StaticStreamingStep:
+    """The CUDA-graph step of a streaming decoder replica for chunks shaped like `latents` [B, D, n].
+
+    Captured on the replica's first chunk of that shape and kept on the replica: later requests reset its state
+    instead of capturing again (a capture costs two warm-up steps). Must be called inside `decoder.streaming()`.
+    """
+    steps: dict[tuple, StaticStreamingStep] = decoder.__dict__.setdefault("_static_steps", {})
+    key = (tuple(latents.shape), latents.dtype, latents.device)
+    step = steps.get(key)
+    if step is None:
+        step = steps[key] = StaticStreamingStep(decoder, latents)
+    elif step.fresh_block():
+        step.reset()
+    return step
 
 
 class DecoderPool:
