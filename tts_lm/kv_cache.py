@@ -13,7 +13,7 @@ Static buffer addresses also make a step capturable as a CUDA graph.
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer  # the layer API of transformers >= 4.56
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -24,11 +24,13 @@ class PreallocatedLayer(DynamicLayer):
         self.max_len = max_len
         self.length = 0
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None) -> None:
+        # value_states optional: older transformers 5.x pass the keys only
         batch, heads, _, key_dim = key_states.shape
-        self.device = key_states.device
+        value_dim = value_states.shape[-1] if value_states is not None else key_dim
+        self.device, self.dtype = key_states.device, key_states.dtype
         self.key_buffer = key_states.new_zeros(batch, heads, self.max_len, key_dim)
-        self.value_buffer = value_states.new_zeros(batch, heads, self.max_len, value_states.shape[-1])
+        self.value_buffer = key_states.new_zeros(batch, heads, self.max_len, value_dim)
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
