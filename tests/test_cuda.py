@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from alignment import PhonemeVocab
 from codec import NanoCodec
 from codec.streaming import StaticStreamingStep
-from evaluation.bench_e2e import StandInG2P
+from evaluation.bench.e2e import StandInG2P
 from tests.tiny_tts import tiny_models
+from text import PhonemeVocab
 from tts_lm import Synthesizer
 
 CUDA = torch.cuda.is_available()
