@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="TTS guidance scale (default %(default)s)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="TTS temperature (default %(default)s)")
     p.add_argument("--top-k", type=int, default=d.top_k, help="TTS top-k (default %(default)s)")
+    p.add_argument(
+        "--monotonic-prior",
+        action="store_true",
+        help="TTS: add the inference-time alignment window prior (keeps the alignment heads moving forward)",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
     p.add_argument("--device", default=d.device, help="torch device: cpu or cuda (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -65,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         cfg_scale=a.cfg_scale,
         temperature=a.temperature,
         top_k=a.top_k,
+        monotonic_prior=a.monotonic_prior,
         threads=a.threads,
         device=a.device,
         progress=not a.no_progress,

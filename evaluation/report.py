@@ -62,6 +62,7 @@ class EvalConfig:
     cfg_scale: float = 2.5
     temperature: float = 0.6
     top_k: int = 80
+    monotonic_prior: bool = False  # the inference-time alignment window prior (tts_lm.generate)
     threads: int = 1
     device: str = "cpu"  # torch device of the codec and the LM ("cuda" on a GPU); ASR / speaker models stay on CPU
     progress: bool = True
@@ -160,7 +161,16 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
         tic = time.perf_counter()
         pairs = [(loaded[u.id], loaded[prompts[u.id].id]) for u in chosen if u.id in prompts]
         tts_result = evaluate_tts(
-            tts, pairs, asr, speaker, cfg.seed, cfg.cfg_scale, cfg.temperature, cfg.top_k, progress=cfg.progress
+            tts,
+            pairs,
+            asr,
+            speaker,
+            cfg.seed,
+            cfg.cfg_scale,
+            cfg.temperature,
+            cfg.top_k,
+            monotonic_prior=cfg.monotonic_prior,
+            progress=cfg.progress,
         )
         timing["tts_s"] = time.perf_counter() - tic
 

@@ -125,7 +125,9 @@ def render_report(metrics: dict[str, Any], figures: dict[str, str], examples: li
             "## TTS: zero-shot synthesis for unseen speakers",
             "",
             "Each test text is spoken in the voice of another utterance of its speaker (the prompt), streamed "
-            f"frame by frame; CFG {st['cfg_scale']}, temperature {st['temperature']}, top-k {st['top_k']}, "
+            f"frame by frame; CFG {st['cfg_scale']}, temperature {st['temperature']}, top-k {st['top_k']}"
+            + (", inference-time monotonic alignment prior" if st.get("monotonic_prior") else "")
+            + ", "
             f"seed {st['seed']} (per utterance: a hash of seed and id).",
             "",
             HEADER,

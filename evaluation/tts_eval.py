@@ -75,6 +75,7 @@ def evaluate_tts(
     cfg_scale: float = 2.5,
     temperature: float = 0.6,
     top_k: int = 80,
+    monotonic_prior: bool = False,
     progress: bool = True,
 ) -> TTSEvaluation:
     """Synthesize every (target, prompt) pair and score it; see the module docstring."""
@@ -96,6 +97,7 @@ def evaluate_tts(
                 cfg_scale=cfg_scale,
                 temperature=temperature,
                 top_k=top_k,
+                monotonic_prior=monotonic_prior,
             )
             wav = stream.read_all()
         except ValueError as e:  # SynthesisError, TextError, PromptError, GenerationError: recorded, not fatal
@@ -133,7 +135,8 @@ def evaluate_tts(
             secs_reference=cosine(emb_target[j], emb_prompt[j]),
         )
     corpus = {"cer": rates.cer, "wer": rates.wer} if rates else {"cer": float("nan"), "wer": float("nan")}
-    settings = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "chunk_frames": 1}
+    settings = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k}
+    settings.update(monotonic_prior=monotonic_prior, chunk_frames=1)
     return TTSEvaluation(records, corpus, settings, generated)
 
 

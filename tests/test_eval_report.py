@@ -185,3 +185,15 @@ def test_tts_is_measured_against_the_codec_floor_of_the_same_utterances():
     assert vs["tts"]["failure_share"] == 0.75  # b, c and the failed d
     assert vs["tts"]["outliers"] == [{"id": "c", "cer": 3.5}]
     assert vs["median_ratio"] == pytest.approx(0.6 / 0.35)
+
+
+def test_monotonic_prior_reaches_the_synthesis_and_the_report(corpus):
+    from evaluation.__main__ import parse_args
+
+    root, manifest, lm_dir, codec_dir = corpus
+    base = ["--codec", str(codec_dir), "--lm", str(lm_dir), "--manifest", str(manifest), "--asr", ASR, "--num", "1"]
+    assert parse_args([*base, "--out", str(root / "x")]).monotonic_prior is False
+    cfg = parse_args([*base, "--out", str(root / "mono"), "--monotonic-prior", "--examples", "0", "--no-progress"])
+    metrics = run_evaluation(cfg)
+    assert metrics["tts"]["settings"]["monotonic_prior"] is True
+    assert "monotonic alignment prior" in (root / "mono" / "report.md").read_text()
