@@ -50,6 +50,7 @@ class LossConfig:
     feature_weight: float = 1.0
     speaker_weight: float = 0.1
     speaker_encoder: str = "resemblyzer"  # see codec/speaker.py; "none" turns the speaker loss off
+    speaker_start_step: int = 0  # the speaker loss joins at this training step (0 = from the start)
 
 
 @dataclass
@@ -91,20 +92,25 @@ class ReconstructionLoss(nn.Module):
         for i, (_, _, win) in enumerate(self.resolutions):
             self.register_buffer(f"window{i}", torch.hann_window(win), persistent=False)
 
-    def log_magnitude(self, wav: torch.Tensor, i: int) -> torch.Tensor:
+    def magnitude(self, wav: torch.Tensor, i: int) -> torch.Tensor:
+        """|STFT| of wav [B, T] at resolution i -> [B, F, frames] (guarded: finite gradient at 0)."""
         n_fft, hop, win = self.resolutions[i]
         spec = stft(wav.float(), n_fft, hop, win, getattr(self, f"window{i}"))  # [B, F, frames]
-        return torch.log(torch.sqrt(spec.real.square() + spec.imag.square() + 1e-12) + self.log_guard)
+        return torch.sqrt(spec.real.square() + spec.imag.square() + 1e-12)
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor) -> ReconstructionLosses:
         if real.shape != fake.shape:
             raise ValueError(f"reconstruction loss: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ")
-        mel = sum((m(fake) - m(real)).abs().mean() for m in self.mels) / len(self.mels)
-        stft_l1 = sum(
-            (self.log_magnitude(fake, i) - self.log_magnitude(real, i)).abs().mean()
-            for i in range(len(self.resolutions))
-        ) / len(self.resolutions)
-        return ReconstructionLosses(mel=mel, stft=stft_l1)
+        # one STFT per signal and resolution, shared by the mel and the log-STFT loss
+        mel_l1, stft_l1 = [], []
+        for i, mel in enumerate(self.mels):
+            mag_fake = self.magnitude(fake, i)  # [B, F, frames]
+            with torch.no_grad():
+                mag_real = self.magnitude(real, i)
+            mel_l1.append((mel.from_spectrum(mag_fake) - mel.from_spectrum(mag_real)).abs().mean())
+            log_fake, log_real = torch.log(mag_fake + self.log_guard), torch.log(mag_real + self.log_guard)
+            stft_l1.append((log_fake - log_real).abs().mean())
+        return ReconstructionLosses(mel=sum(mel_l1) / len(self.mels), stft=sum(stft_l1) / len(self.resolutions))
 
 
 def discriminator_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> torch.Tensor:

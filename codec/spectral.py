@@ -143,6 +143,11 @@ class MelSpectrogram(nn.Module):
         power = spec.real.square() + spec.imag.square()  # [B, n_freqs, frames]
         # |z| = sqrt(power) has an infinite gradient at 0; a tiny guard keeps losses finite on digital silence
         mag = torch.sqrt(power + 1e-12) if c.power == 1.0 else power.pow(c.power / 2)
+        return self.from_spectrum(mag)
+
+    def from_spectrum(self, mag: torch.Tensor) -> torch.Tensor:
+        """|STFT|^power [B, n_freqs, frames] (this config's STFT) -> mel [B, n_mels, frames], compressed as `log`."""
+        c = self.config
         mel = torch.matmul(self.filterbank, mag)  # [B, n_mels, frames]
         if c.log == "log":
             return torch.log(mel + c.log_guard)

@@ -30,12 +30,14 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from torch import nn
 from tqdm import tqdm
 
 from common.config import load_config, save_config
@@ -237,6 +239,36 @@ class SampleWriter:
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------
+def lm_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    next_batch: Callable[[], LMBatch],
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    lr: float,
+    prior_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over `cfg.grad_accum` micro-batches (gradients synchronised on the last one).
+
+    Returns (means over the micro-batches of [loss, ce, align, accuracy] as a float tensor [4] on the device, the
+    gradient norm before clipping); nothing is copied to the host, so the step never waits for the device.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    totals = torch.zeros(4, device=accelerator.device)  # loss, ce, align, accuracy
+    for micro in range(cfg.grad_accum):
+        batch = next_batch().to(accelerator.device)
+        last = micro == cfg.grad_accum - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+            result = model(batch, prior_weight=prior_weight)
+            accelerator.backward(result.loss / cfg.grad_accum)
+        totals += torch.stack([result.loss.detach(), result.ce_loss, result.align_loss, result.accuracy]).float()
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return totals / cfg.grad_accum, grad_norm
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) into cfg.out_dir; returns the folder of the final model."""
     if not cfg.out_dir:
@@ -293,25 +325,13 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     while state.step < cfg.max_steps:
         lr = learning_rate(state.step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         weight = prior_weight(state.step, a.prior_anneal_start, a.prior_anneal_end)
-        totals = torch.zeros(4)  # loss, ce, align, accuracy (means over micro-batches)
-        for micro in range(cfg.grad_accum):
-            batch = stream.next().to(accelerator.device)
-            last = micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                result = model(batch, prior_weight=weight)
-                accelerator.backward(result.loss / cfg.grad_accum)
-            totals += torch.tensor([float(result.loss.detach()), result.ce_loss, result.align_loss, result.accuracy])
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        totals, grad_norm = lm_train_step(model, optimizer, stream.next, cfg, accelerator, lr, weight)
         state.step += 1
         bar.update(1)
 
         if writer is not None and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
-            loss, ce, align, acc = (totals / cfg.grad_accum).tolist()
+            loss, ce, align, acc = totals.tolist()
             rate = (state.step - logged) / max(1e-9, time.time() - tic)
             tic, logged = time.time(), state.step
             for name, value in {

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +114,7 @@ def bench_codec_training(settings: BenchSettings, progress: bool = True) -> list
 
 def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[str, Any]:
     from codec.discriminators import Discriminator
-    from codec.train import Losses, TrainConfig, train_step
+    from codec.train import Losses, TrainConfig, speed_up, train_step
 
     cfg = load_config(TrainConfig, config, list(settings.codec_train_overrides))
     sr, hop = cfg.model.sample_rate, cfg.model.samples_per_frame
@@ -123,6 +125,7 @@ def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[s
     torch.manual_seed(0)
     generator, discriminator = NanoCodec(cfg.model), Discriminator(cfg.discriminator, sr)
     losses = Losses(cfg.loss, sr)
+    speed_up(generator, discriminator, losses, cfg)  # the config's channels_last / compile, as codec.train does
     betas, lr = tuple(cfg.optim.betas), cfg.optim.lr
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam([p for p in discriminator.parameters() if p.requires_grad], lr=lr, betas=betas)
@@ -169,12 +172,33 @@ def bench_lm_training(settings: BenchSettings, progress: bool = True) -> list[di
     ]
 
 
-def _lm_training(config: str, settings: BenchSettings, ids: list[int], seconds: float) -> dict[str, Any]:
-    from tts_lm import KoelLM, LMBatch
-    from tts_lm.train import TrainConfig, param_groups
+@dataclass
+class LMTrainingSetup:
+    """A configs/lm model, its AdamW and one full batch; `step()` is one optimizer step of tts_lm.train's loop."""
 
-    train_cfg = load_config(TrainConfig, settings.lm_config)
-    codec = config_from_dict(CodecConfig, OmegaConf.to_container(OmegaConf.load(config).model))
+    model: Any
+    optimizer: torch.optim.Optimizer
+    batch: Any
+    config: Any
+    utterance_length: int
+    step: Callable[[], None]
+
+
+def lm_training_setup(
+    lm_config: str, codec_config: str, rows: int = 0, ids: list[int] | None = None, seconds: float | None = None
+) -> LMTrainingSetup:
+    """The model of `lm_config` for the tokens of `codec_config`, on a batch of `rows` (0 = the token budget) copies
+    of a real sentence's phonemes + its length in frames + a 4 s prompt (code values random)."""
+    from accelerate import Accelerator
+
+    from tts_lm import KoelLM, LMBatch
+    from tts_lm.train import TrainConfig, lm_train_step, param_groups
+
+    if ids is None:
+        ids = PhonemeVocab.default().encode(G2P("en-us")(TEXT))
+        seconds = espeak_speech(TEXT, 22050).size / 22050
+    train_cfg = load_config(TrainConfig, lm_config)
+    codec = config_from_dict(CodecConfig, OmegaConf.to_container(OmegaConf.load(codec_config).model))
     meta = dict(
         num_codebooks=codec.quantizer.num_groups,
         codebook_size=math.prod(codec.quantizer.num_levels_per_group),
@@ -189,7 +213,7 @@ def _lm_training(config: str, settings: BenchSettings, ids: list[int], seconds: 
     optimizer = torch.optim.AdamW(param_groups(model, train_cfg.optim.weight_decay), lr=1e-4)
     frames, prompt = lm_cfg.seconds_to_frames(seconds), lm_cfg.seconds_to_frames(PROMPT_SECONDS)
     length = prompt + len(ids) + 2 + frames + 1  # prompt | BOS text EOS | audio frames + EOS
-    b = settings.lm_train_rows or min(train_cfg.data.max_batch_size, max(1, train_cfg.data.max_tokens // length))
+    b = rows or min(train_cfg.data.max_batch_size, max(1, train_cfg.data.max_tokens // length))
     gen = torch.Generator().manual_seed(0)
     k, v = lm_cfg.num_codebooks, lm_cfg.codebook_size
     batch = LMBatch(
@@ -201,21 +225,24 @@ def _lm_training(config: str, settings: BenchSettings, ids: list[int], seconds: 
         code_lens=torch.full((b,), frames),
         uncond=torch.zeros(b, dtype=torch.bool),
     )
+    accelerator = Accelerator(cpu=True)
 
     def step() -> None:
-        result = model(batch, prior_weight=1.0)
-        result.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lm_train_step(model, optimizer, iter([batch]).__next__, train_cfg, accelerator, lr=1e-4, prior_weight=1.0)
 
-    step_s = median([timed(step) for _ in range(settings.train_steps + 1)][1:])  # the first step warms up
+    return LMTrainingSetup(model, optimizer, batch, lm_cfg, length, step)
+
+
+def _lm_training(config: str, settings: BenchSettings, ids: list[int], seconds: float) -> dict[str, Any]:
+    setup = lm_training_setup(settings.lm_config, config, settings.lm_train_rows, ids, seconds)
+    b = setup.batch.size
+    step_s = median([timed(setup.step) for _ in range(settings.train_steps + 1)][1:])  # the first step warms up
     return {
         "codec_profile": config,
-        "frame_rate": lm_cfg.codec.frame_rate,
-        "parameters_m": model.num_parameters() / 1e6,
+        "frame_rate": setup.config.codec.frame_rate,
+        "parameters_m": setup.model.num_parameters() / 1e6,
         "rows": b,
-        "sequence_positions": length,
+        "sequence_positions": setup.utterance_length,
         "utterance_s": seconds,
         "prompt_s": PROMPT_SECONDS,
         "steps_per_s": 1 / step_s,
