@@ -6,7 +6,8 @@
 #   make test                   the test suite
 #
 # PROFILE picks the scale of every stage: quick (whole pipeline in ~20 min on 2 cores),
-# cpu (default: the best this CPU can train in a few hours), paper (paper-scale configs for GPUs).
+# cpu (default: the best this CPU can train in a few hours), gpu (about an hour of codec training and a
+# matching LM on one modern GPU), paper (paper-scale configs for many GPUs).
 PROFILE ?= cpu
 RUNS    ?= runs
 PY      := .venv/bin/python
@@ -15,18 +16,23 @@ SETUP   := .venv/.nanokoel-installed
 # per-profile settings
 CORPUS_quick := quick
 CORPUS_cpu   := cpu
+CORPUS_gpu   := cpu
 CORPUS_paper := cpu
 CODEC_CONFIG_quick := configs/codec/quick_12.5fps.yaml
 CODEC_CONFIG_cpu   := configs/codec/cpu_12.5fps.yaml
+CODEC_CONFIG_gpu   := configs/codec/gpu_12.5fps.yaml
 CODEC_CONFIG_paper := configs/codec/nanocodec_12.5fps_1.1kbps.yaml
 BASE_CONFIG_quick  := configs/codec/quick_21.5fps.yaml
 BASE_CONFIG_cpu    := configs/codec/cpu_21.5fps.yaml
+BASE_CONFIG_gpu    := configs/codec/gpu_21.5fps.yaml
 BASE_CONFIG_paper  := configs/codec/nanocodec_21.5fps_1.89kbps.yaml
 LM_CONFIG_quick    := configs/lm/quick.yaml
 LM_CONFIG_cpu      := configs/lm/cpu.yaml
+LM_CONFIG_gpu      := configs/lm/gpu.yaml
 LM_CONFIG_paper    := configs/lm/paper.yaml
 ALIGN_CONFIG_quick := configs/align/quick.yaml
 ALIGN_CONFIG_cpu   := configs/align/cpu.yaml
+ALIGN_CONFIG_gpu   := configs/align/cpu.yaml
 ALIGN_CONFIG_paper := configs/align/cpu.yaml
 
 CORPUS      := $(CORPUS_$(PROFILE))
@@ -41,7 +47,7 @@ BLM_DIR     := $(RUNS)/tts_lm/$(PROFILE)_21.5fps
 ALIGN_DIR   := $(RUNS)/align/$(PROFILE)_12.5fps
 
 ifeq ($(CODEC_CONFIG_$(PROFILE)),)
-$(error unknown PROFILE=$(PROFILE); use quick, cpu or paper)
+$(error unknown PROFILE=$(PROFILE); use quick, cpu, gpu or paper)
 endif
 
 .PHONY: help setup data codec codec-baseline tokenize tokenize-baseline lm lm-baseline app eval bench test lint clean-runs

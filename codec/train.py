@@ -332,6 +332,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(
+            f"mixed_precision={cfg.mixed_precision!r}: use no, fp16 or bf16 (on the command line quote no, which "
+            """YAML reads as false: 'mixed_precision="no"')"""
+        )
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)

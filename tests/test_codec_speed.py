@@ -79,3 +79,73 @@ def test_optimised_training_matches_the_plain_path(corpus, tmp_path):  # noqa: F
         rel = 1e-3 if p["step"] < 8 else 3e-2
         for key in (k for k in p if k.startswith("loss/")):
             assert f[key] == pytest.approx(p[key], rel=rel, abs=1e-5), (p["step"], key)
+
+
+# ---- the GPU profile, exercised on CPU at tiny size ---------------------------------------------------------
+TINY_MODEL = [
+    "model.encoder.base_channels=2",
+    "model.decoder.base_channels=32",
+    "discriminator.period_channels=[4,4,4,4,4]",
+    "discriminator.stft_channels=4",
+    "batch_size=2",
+    "segment_seconds=0.32",
+    "val_every=1000",
+    "ckpt_every=1000",
+]
+
+
+@pytest.mark.parametrize("fps", ["12.5", "21.5"])
+def test_gpu_profile_configs_load_and_follow_the_recipe(fps):
+    from codec.configuration import load_config
+    from codec.train import TrainConfig
+    from tts_lm.train import TrainConfig as LMTrainConfig
+
+    cfg = load_config(TrainConfig, f"configs/codec/gpu_{fps}fps.yaml")
+    assert cfg.mixed_precision == "bf16" and cfg.compile and cfg.batch_size >= 64 and cfg.segment_seconds == 0.64
+    assert cfg.optim.lr == 1e-3 and 2 * cfg.gan_start_step == cfg.max_steps == 2 * cfg.loss.speaker_start_step
+    assert cfg.model.frame_rate == pytest.approx(float(fps), abs=0.05)
+    lm = load_config(LMTrainConfig, "configs/lm/gpu.yaml")
+    assert lm.precision == "bf16"
+
+
+def test_make_knows_the_gpu_profile(tmp_path):
+    import subprocess
+
+    out = subprocess.run(
+        ["make", "-n", "codec", "codec-baseline", "PROFILE=gpu", f"RUNS={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "configs/codec/gpu_12.5fps.yaml" in out and "configs/codec/gpu_21.5fps.yaml" in out
+    out = subprocess.run(["make", "-n", "lm", "PROFILE=gpu", f"RUNS={tmp_path}"], capture_output=True, text=True).stdout
+    assert "configs/lm/gpu.yaml" in out
+
+
+@pytest.mark.slow
+def test_gpu_profile_trains_tiny_on_cpu(corpus, tmp_path):  # noqa: F811
+    """Its recipe on CPU at tiny size: reconstruction only, then the GAN and the speaker loss join at the half."""
+    from codec.configuration import load_config
+    from codec.train import TrainConfig
+
+    overrides = [*TINY_MODEL, "max_steps=4", "gan_start_step=2", "loss.speaker_start_step=2", "compile=false"]
+    overrides += ['mixed_precision="no"', f"data.manifest={corpus / 'manifest.jsonl'}", f"out_dir={tmp_path / 'gpu'}"]
+    result = train(load_config(TrainConfig, "configs/codec/gpu_12.5fps.yaml", overrides))
+    terms = [sorted(k for k in h if k.startswith("loss/")) for h in result.history]
+    assert terms[0] == terms[1] == ["loss/generator", "loss/mel", "loss/stft"]
+    assert {"loss/gan", "loss/feature", "loss/speaker"} <= set(terms[2]) and "loss/discriminator" in terms[2]
+
+
+@pytest.mark.slow
+def test_compiled_training_equals_eager_on_cpu(corpus, tmp_path):  # noqa: F811
+    """torch.compile (inductor) of the generator and the reconstruction loss: 2 steps, same losses and weights."""
+    common = [*TINY_MODEL, "max_steps=2", "gan_start_step=100", "loss.speaker_encoder=none"]
+    eager = train(tiny_config(corpus, tmp_path / "eager", *common, "compile=false"))
+    compiled = train(tiny_config(corpus, tmp_path / "compiled", *common, "compile=true"))
+    for e, c in zip(eager.history, compiled.history, strict=True):
+        for key in (k for k in e if k.startswith("loss/")):
+            assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+    weights = compiled.generator.state_dict()
+    assert weights.keys() == eager.generator.state_dict().keys()  # compiled in place: same module names
+    for name, x in eager.generator.state_dict().items():
+        torch.testing.assert_close(weights[name], x, rtol=1e-3, atol=1e-5, msg=name)
