@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -71,23 +70,15 @@ def profile_codec(config: str, overrides: list[str], repeats: int = 3) -> list[t
     """Rows (part, forward ms, backward ms) of one codec training step at the config's sizes (see module doc)."""
     from accelerate import Accelerator
 
-    from common.config import load_config
     from codec.dataset import AudioItem, CropDataset
-    from codec.discriminators import Discriminator
-    from codec.train import Losses, TrainConfig, train_step
+    from codec.train import train_step
     from evaluation.bench.harness import LONG_TEXT, espeak_speech
+    from evaluation.bench.throughput import codec_training_setup
 
-    cfg = load_config(TrainConfig, config, overrides)
-    sr, hop = cfg.model.sample_rate, cfg.model.samples_per_frame
-    segment = max(1, round(cfg.segment_seconds * sr / hop)) * hop
+    cfg, real, generator, discriminator, losses = codec_training_setup(config, overrides)
+    generator.train(), discriminator.train()
+    sr, segment = cfg.model.sample_rate, real.shape[1]
     speech = espeak_speech(LONG_TEXT, sr)
-    starts = np.linspace(0, speech.size - segment, cfg.batch_size).astype(int)
-    real = torch.from_numpy(np.stack([speech[s : s + segment] for s in starts]))  # (B, segment)
-    torch.manual_seed(0)
-    from codec.model import NanoCodec
-
-    generator, discriminator = NanoCodec(cfg.model).train(), Discriminator(cfg.discriminator, sr).train()
-    losses = Losses(cfg.loss, sr)
     g_params = list(generator.parameters())
     d_params = [p for p in discriminator.parameters() if p.requires_grad]
     rows: list[tuple[str, float, float]] = []

@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from tqdm import tqdm
 
 from codec import CodecConfig, NanoCodec
@@ -112,11 +113,13 @@ def bench_codec_training(settings: BenchSettings, progress: bool = True) -> list
     ]
 
 
-def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[str, Any]:
+def codec_training_setup(config: str, overrides: list[str]) -> tuple[Any, torch.Tensor, nn.Module, nn.Module, Any]:
+    """(TrainConfig, a batch of real speech crops [B, segment], generator, discriminator, Losses) of a codec training
+    config, with the config's speed switches applied as codec.train applies them (seed 0)."""
     from codec.discriminators import Discriminator
-    from codec.train import Losses, TrainConfig, speed_up, train_step
+    from codec.train import Losses, TrainConfig, speed_up
 
-    cfg = load_config(TrainConfig, config, list(settings.codec_train_overrides))
+    cfg = load_config(TrainConfig, config, overrides)
     sr, hop = cfg.model.sample_rate, cfg.model.samples_per_frame
     segment = max(1, round(cfg.segment_seconds * sr / hop)) * hop
     speech = espeak_speech(LONG_TEXT, sr)
@@ -125,7 +128,15 @@ def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[s
     torch.manual_seed(0)
     generator, discriminator = NanoCodec(cfg.model), Discriminator(cfg.discriminator, sr)
     losses = Losses(cfg.loss, sr)
-    speed_up(generator, discriminator, losses, cfg)  # the config's channels_last / compile, as codec.train does
+    speed_up(generator, discriminator, losses, cfg)
+    return cfg, real, generator, discriminator, losses
+
+
+def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[str, Any]:
+    from codec.train import train_step
+
+    cfg, real, generator, discriminator, losses = codec_training_setup(config, list(settings.codec_train_overrides))
+    sr, segment = cfg.model.sample_rate, real.shape[1]
     betas, lr = tuple(cfg.optim.betas), cfg.optim.lr
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam([p for p in discriminator.parameters() if p.requires_grad], lr=lr, betas=betas)
