@@ -113,8 +113,8 @@ TINY_MODEL = [
 
 @pytest.mark.parametrize("fps", ["12.5", "21.5"])
 def test_gpu_profile_configs_load_and_follow_the_recipe(fps):
-    from codec.configuration import load_config
     from codec.train import TrainConfig
+    from common.config import load_config
     from tts_lm.train import TrainConfig as LMTrainConfig
 
     cfg = load_config(TrainConfig, f"configs/codec/gpu_{fps}fps.yaml")
@@ -142,8 +142,8 @@ def test_make_knows_the_gpu_profile(tmp_path):
 @pytest.mark.slow
 def test_gpu_profile_trains_tiny_on_cpu(corpus, tmp_path):  # noqa: F811
     """Its recipe on CPU at tiny size: reconstruction only, then the GAN and the speaker loss join at the half."""
-    from codec.configuration import load_config
     from codec.train import TrainConfig
+    from common.config import load_config
 
     overrides = [*TINY_MODEL, "max_steps=4", "gan_start_step=2", "loss.speaker_start_step=2", "compile=false"]
     overrides += ['mixed_precision="no"', f"data.manifest={corpus / 'manifest.jsonl'}", f"out_dir={tmp_path / 'gpu'}"]
