@@ -62,8 +62,10 @@ def write_index(out: Path, plan: list[Shard]) -> int:
     return len(files)
 
 
-def speaker_prompts(rows: dict[str, list]) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
-    """Speaker index {split: {speaker: [ids]}} and a fixed prompt {id: other id, same speaker} for validation/test.
+def speaker_prompts(
+    rows: dict[str, list], splits: tuple[str, ...] = ("validation", "test")
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
+    """Speaker index {split: {speaker: [ids]}} and a fixed prompt {id: other id, same speaker} for `splits`.
 
     `rows` holds the columns id, speaker, split, duration. The prompt is another utterance of the same speaker
     and split (held-out speakers are unseen in train), preferably PROMPT_SECONDS long, picked by a hash of the
@@ -74,7 +76,7 @@ def speaker_prompts(rows: dict[str, list]) -> tuple[dict[str, dict[str, list[str
     for uid, speaker, split in zip(rows["id"], rows["speaker"], rows["split"], strict=True):
         index[split][speaker].append(uid)
     prompts: dict[str, str] = {}
-    for split in ("validation", "test"):
+    for split in splits:
         for ids in index.get(split, {}).values():
             for uid in ids:
                 others = [o for o in ids if o != uid]

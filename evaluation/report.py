@@ -95,7 +95,7 @@ def select_utterances(
         "split": [u.split for u in in_split],
         "duration": [u.duration for u in in_split],
     }
-    _, prompt_ids = speaker_prompts(columns)
+    _, prompt_ids = speaker_prompts(columns, splits=(split,))  # --split train too: the fit on seen speakers
     by_id = {u.id: u for u in in_split}
     prompts = {u.id: by_id[prompt_ids[u.id]] for u in chosen if u.id in prompt_ids}
     return chosen, prompts

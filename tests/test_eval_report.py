@@ -69,6 +69,9 @@ def test_select_utterances_seeded_with_same_speaker_prompts():
     for u in chosen:
         assert prompts[u.id].speaker == u.speaker and prompts[u.id].id != u.id
     assert len(select_utterances(utts, "test", 0, 0, 15)[0]) == 18  # 0 = all
+    seen, seen_prompts = select_utterances(utts, "train", 4, seed=1, max_seconds=15)  # the training speakers too
+    assert len(seen) == 4 and all(seen_prompts[u.id].speaker == u.speaker != "" for u in seen)
+    assert all(seen_prompts[u.id].id != u.id and seen_prompts[u.id].split == "train" for u in seen)
     with pytest.raises(ValueError, match="no 'validation' utterances"):
         select_utterances(utts, "validation", 5, 0, 15)
 
