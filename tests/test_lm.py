@@ -449,3 +449,26 @@ def test_monotonic_prior_keeps_the_tracked_alignment_from_jumping():
     assert (free.diff() > 3).any(), f"the test needs a jumpy free alignment: {free.tolist()}"
     assert (held.diff() <= 3).all() and (held.diff() >= 0).all(), held.tolist()
     assert held[-1] > held[1], "with the window the alignment still moves along the text"
+
+
+def test_validation_measures_how_much_the_model_uses_the_text(tmp_path):
+    from accelerate import Accelerator
+
+    from tts_lm.train import validate, with_other_text
+
+    ds, meta = read_tokens(make_token_set(tmp_path / "tokens"))
+    cfg = load_config(TrainConfig, REPO / "configs/lm/quick.yaml", TRAIN_OVERRIDES)
+    model_cfg = cfg.model.with_tokens(meta)
+    torch.manual_seed(0)
+    model = KoelLM(model_cfg)
+    rows = PromptedUtterances(ds, meta, "train", model_cfg, cfg.data, seed=0)  # 6 rows, 3 different texts
+    batch = rows.collate([0, 1, 2])
+    other = with_other_text(batch)  # row i gets row i-1's text; prompts and audio stay
+    assert torch.equal(other.phoneme_ids[1], batch.phoneme_ids[0]) and torch.equal(other.codes, batch.codes)
+    assert other.phoneme_lens.tolist() == [batch.phoneme_lens[2], batch.phoneme_lens[0], batch.phoneme_lens[1]]
+
+    accelerator = Accelerator(cpu=True)
+    assert all(len(b) > 1 for b in rows.batches(0))
+    assert validate(accelerator, model, rows, cfg, weight=0.0)["text_gain"] != 0.0
+    rows.phonemes = [rows.phonemes[0]] * len(rows.phonemes)  # one text for every row: nothing to tell apart
+    assert validate(accelerator, model, rows, cfg, weight=0.0)["text_gain"] == 0.0

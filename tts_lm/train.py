@@ -184,23 +184,39 @@ def load_checkpoint(accelerator: Accelerator, model: KoelLM, optimizer, director
 
 
 # ---- validation ---------------------------------------------------------------------------------------------
+def with_other_text(batch: LMBatch) -> LMBatch:
+    """The batch with each row's text replaced by the previous row's (prompts and audio unchanged)."""
+    return replace(batch, phoneme_ids=batch.phoneme_ids.roll(1, 0), phoneme_lens=batch.phoneme_lens.roll(1, 0))
+
+
 @torch.no_grad()
 def validate(accelerator: Accelerator, model, data: PromptedUtterances, cfg: TrainConfig, weight: float) -> dict:
-    """Token-weighted validation cross-entropy / accuracy (+ alignment loss) over val_batches batches."""
+    """Token-weighted validation cross-entropy / accuracy (+ alignment loss) over val_batches batches.
+
+    `text_gain` is how much the model uses the text: the ce with each row given another row's text minus the ce
+    with its own (same prompts and audio), over the batches of 2+ rows. Near 0 means the model predicts the audio
+    from the audio alone and will babble when it generates.
+    """
     model.eval()
     batches = data.batches(0)  # sorted by length: take val_batches spread over all lengths
     batches = batches[:: max(1, len(batches) // cfg.val_batches)][: cfg.val_batches]
     batches = batches[accelerator.process_index :: accelerator.num_processes]
-    sums = torch.zeros(4, device=accelerator.device)  # ce * n, acc * n, align * n, n
+    sums = torch.zeros(6, device=accelerator.device)  # ce * n, acc * n, align * n, n, text gain * n, n (2+ rows)
     for indices in batches:
+        batch = data.collate(indices).to(accelerator.device)
         with accelerator.autocast():
-            out = model(data.collate(indices).to(accelerator.device), prior_weight=weight)
+            out = model(batch, prior_weight=weight)
+            other = model(with_other_text(batch), prior_weight=weight) if len(indices) > 1 else None
         n = out.num_tokens
-        sums += torch.tensor([out.ce_loss * n, out.accuracy * n, out.align_loss * n, n], device=sums.device)
+        sums += torch.tensor([out.ce_loss * n, out.accuracy * n, out.align_loss * n, n, 0, 0], device=sums.device)
+        if other is not None:
+            sums[4:] += torch.tensor([(float(other.ce_loss) - float(out.ce_loss)) * n, n], device=sums.device)
     sums = accelerator.reduce(sums, reduction="sum")
     model.train()
     n = max(1.0, float(sums[3]))
-    return {"ce": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "align": float(sums[2]) / n}
+    metrics = {"ce": float(sums[0]) / n, "accuracy": float(sums[1]) / n, "align": float(sums[2]) / n}
+    metrics["text_gain"] = float(sums[4]) / float(sums[5]) if float(sums[5]) > 0 else float("nan")
+    return metrics
 
 
 class SampleWriter:
@@ -346,7 +362,10 @@ def train(cfg: TrainConfig) -> Path:
             if writer is not None:
                 for name, value in metrics.items():
                     writer.add_scalar(f"val/{name}", value, state.step)
-                tqdm.write(f"step {state.step}: val ce {metrics['ce']:.4f} acc {metrics['accuracy']:.3f}")
+                tqdm.write(
+                    f"step {state.step}: val ce {metrics['ce']:.4f} acc {metrics['accuracy']:.3f} "
+                    f"text gain {metrics['text_gain']:.3f}"
+                )
                 if samples is not None:
                     samples.write(accelerator.unwrap_model(model).eval(), writer, state.step)
                     model.train()
