@@ -266,6 +266,35 @@ def test_generation_input_errors_are_clear():
         next(model.stream([5, 6], prompt[:, :1]))
 
 
+def test_blanked_audio_inputs_hide_the_audio_and_keep_the_targets():
+    torch.manual_seed(0)
+    model = KoelLM(tiny_config(audio_input_dropout=0.9999)).eval()
+    prompts = prompts_for(model.config)
+    g = torch.Generator().manual_seed(5)
+    codes = [torch.randint(0, model.config.codebook_size, (2, 2, 7), generator=g) for _ in range(2)]
+    batches = [batch_from(model, c, torch.tensor([7, 5]), PHONEMES, prompts) for c in codes]
+
+    def run(batch, blank, seed=1):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model(batch, return_logits=True, blank_inputs=blank)
+
+    blanked = [run(b, True) for b in batches]
+    # every input after audio BOS is blanked: what the model sees no longer depends on the audio ...
+    torch.testing.assert_close(blanked[0].hidden, blanked[1].hidden, rtol=0, atol=0)
+    # ... while the targets still do, and without blanking the audio is seen
+    assert blanked[0].ce_loss != blanked[1].ce_loss and blanked[0].num_tokens == run(batches[0], False).num_tokens
+    assert not torch.equal(run(batches[0], False).hidden, run(batches[1], False).hidden)
+    # validation and preference alignment call forward without blank_inputs: deterministic, as before
+    torch.testing.assert_close(run(batches[0], False, 1).logits, run(batches[0], False, 2).logits, rtol=0, atol=0)
+    plain = KoelLM(tiny_config()).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():  # audio_input_dropout 0 (the default): blank_inputs changes nothing
+        torch.testing.assert_close(plain(batches[0], blank_inputs=True).loss, plain(batches[0]).loss, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="audio_input_dropout"):
+        tiny_config(audio_input_dropout=1.0)
+
+
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(frames_per_step=2, local_transformer_layers=1, local_transformer_dim=16)
@@ -364,9 +393,10 @@ def test_dataset_prompts_come_from_another_utterance_and_batches_are_determinist
     assert torch.equal(batch.codes, data.collate(batches[0], epoch=0).codes)
 
 
-def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["model.audio_input_dropout=0.5"]], ids=["plain", "blanked-inputs"])
+def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch, extra):
     tokens = make_token_set(tmp_path / "tokens")
-    base = [*TRAIN_OVERRIDES, f"data.tokens={tokens}", "max_steps=6"]
+    base = [*TRAIN_OVERRIDES, f"data.tokens={tokens}", "max_steps=6", *extra]
     straight = train(load_config(TrainConfig, REPO / "configs/lm/quick.yaml", [*base, f"out_dir={tmp_path}/a"]))
 
     import tts_lm.train as train_module

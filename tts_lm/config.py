@@ -90,6 +90,8 @@ class LMConfig:
     # alignment and guidance
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     cfg_dropout: float = 0.1  # p(drop text + speaker prompt together) in training
+    # p(an input audio frame is blanked) in training: the next frame must then come from the text, not the audio
+    audio_input_dropout: float = 0.0
     # speaker prompt and generation limits (seconds, so the same config serves every frame rate)
     min_prompt_seconds: float = 1.0
     max_prompt_seconds: float = 5.0
@@ -113,6 +115,8 @@ class LMConfig:
             raise ValueError("LMConfig: alignment heads need num_kv_heads == num_heads (no grouped-query attention)")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"LMConfig.cfg_dropout={self.cfg_dropout} must be in [0, 1)")
+        if not 0.0 <= self.audio_input_dropout < 1.0:
+            raise ValueError(f"LMConfig.audio_input_dropout={self.audio_input_dropout} must be in [0, 1)")
 
     # ---- derived sizes ------------------------------------------------------------------------------------
     @property

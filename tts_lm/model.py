@@ -188,8 +188,15 @@ class KoelLM(nn.Module):
         return out.last_hidden_state
 
     # ---- training forward -----------------------------------------------------------------------------------
-    def forward(self, batch: LMBatch, prior_weight: float = 0.0, return_logits: bool = False) -> LMOutput:
-        """Teacher-forced forward: cross-entropy on every audio step (+ the alignment loss, weighted)."""
+    def forward(
+        self, batch: LMBatch, prior_weight: float = 0.0, return_logits: bool = False, blank_inputs: bool = False
+    ) -> LMOutput:
+        """Teacher-forced forward: cross-entropy on every audio step (+ the alignment loss, weighted).
+
+        `blank_inputs` (the LM's training step only): each input audio step after audio BOS is replaced by a zero
+        embedding with probability `config.audio_input_dropout` (torch's RNG), so that predicting a frame cannot
+        lean on the frame before it alone and has to read the text. Targets are unchanged.
+        """
         c = self.config
         batch_size, num_codebooks, _ = batch.codes.shape
         if num_codebooks != c.num_codebooks:
@@ -208,9 +215,12 @@ class KoelLM(nn.Module):
         text_len = batch.phoneme_lens + 2
         prompt_steps, prompt_len = self.prompt_steps(batch.prompt_codes, batch.prompt_lens)
         prompt_emb, text_emb = self.embed_prefix(text_ids, prompt_steps, batch.uncond)
-        layout = assemble(
-            [(prompt_emb, prompt_len), (text_emb, text_len), (self.embed_audio(audio_in), audio_len)], left_pad=False
-        )
+        audio_emb = self.embed_audio(audio_in)  # (B, Q, D)
+        if blank_inputs and c.audio_input_dropout > 0:
+            blank = torch.rand(audio_emb.shape[:2], device=audio_emb.device) < c.audio_input_dropout  # (B, Q)
+            blank[:, 0] = False  # audio BOS stays: it marks where the audio starts
+            audio_emb = audio_emb.masked_fill(blank[..., None], 0.0)
+        layout = assemble([(prompt_emb, prompt_len), (text_emb, text_len), (audio_emb, audio_len)], left_pad=False)
 
         log_prior = None
         if prior_weight > 0 and c.alignment_enabled:

@@ -276,7 +276,7 @@ def lm_train_step(
         batch = next_batch().to(accelerator.device)
         last = micro == cfg.grad_accum - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-            result = model(batch, prior_weight=prior_weight)
+            result = model(batch, prior_weight=prior_weight, blank_inputs=True)
             accelerator.backward(result.loss / cfg.grad_accum)
         totals += torch.stack([result.loss.detach(), result.ce_loss, result.align_loss, result.accuracy]).float()
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
