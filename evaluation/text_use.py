@@ -38,11 +38,15 @@ def _with_text_of(batch: LMBatch, donor: LMBatch) -> LMBatch:
     return replace(batch, phoneme_ids=donor.phoneme_ids, phoneme_lens=donor.phoneme_lens)
 
 
-def argmax_frames(model: KoelLM, batch: LMBatch) -> list[torch.Tensor]:
-    """Teacher-forced argmax codes per row: long [K, F_b] for each row (specials excluded)."""
+def argmax_frames(model: KoelLM, batch: LMBatch, logits: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Teacher-forced argmax codes per row: long [K, F_b] for each row (specials excluded).
+
+    `logits` [B, Q, S*K, V]: the batch's teacher-forced logits when already computed (else one forward here).
+    """
     c = model.config
-    with torch.no_grad():
-        logits = model(batch, return_logits=True).logits  # (B, Q, S*K, V)
+    if logits is None:
+        with torch.no_grad():
+            logits = model(batch, return_logits=True).logits
     best = logits[..., : c.codebook_size].argmax(-1).transpose(1, 2)  # (B, S*K, Q)
     frames = unstack_frames(best, c.frames_per_step)  # (B, K, Q*S)
     return [frames[b, :, : int(n)] for b, n in enumerate(batch.code_lens)]
@@ -73,10 +77,11 @@ def measure(
         batch = data.collate(idx)
         batch = replace(batch, uncond=torch.zeros_like(batch.uncond))
         other = _with_text_of(batch, data.collate(donors[start : start + batch_size]))
+        keep = decode is not None  # the argmax frames come from the same forwards
         with torch.no_grad():
             outs = {
-                "own_text": model(batch),
-                "other_text": model(other),
+                "own_text": model(batch, return_logits=keep),
+                "other_text": model(other, return_logits=keep),
                 "no_text_no_prompt": model(replace(batch, uncond=torch.ones_like(batch.uncond))),
             }
         for name, out in outs.items():
@@ -84,8 +89,9 @@ def measure(
         tokens += outs["own_text"].num_tokens
         if decode is not None:
             waves["floor"] += [decode(batch.codes[b, :, : int(n)]) for b, n in enumerate(batch.code_lens)]
-            waves["own_text"] += [decode(codes) for codes in argmax_frames(model, batch)]
-            waves["other_text"] += [decode(codes) for codes in argmax_frames(model, other)]
+            for name, rows_batch in (("own_text", batch), ("other_text", other)):
+                frames = argmax_frames(model, rows_batch, outs[name].logits)
+                waves[name] += [decode(codes) for codes in frames]
     ce = {name: total / tokens for name, total in sums.items()}
     result = {"utterances": len(rows), "ce": ce, "text_gain": ce["other_text"] - ce["own_text"]}
     if decode is not None:

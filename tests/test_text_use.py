@@ -44,6 +44,9 @@ def test_text_gain_is_zero_exactly_when_the_texts_are_the_same(tmp_path):
     frames = argmax_frames(model, batch)
     assert [f.shape for f in frames] == [(2, int(n)) for n in batch.code_lens]
     assert all(int(f.max()) < model.config.codebook_size for f in frames)  # codes only, never EOS/BOS/PAD
+    with torch.no_grad():  # from logits computed once (what measure() does) == a forward of its own
+        reused = argmax_frames(model, batch, model(batch, return_logits=True).logits)
+    assert all(torch.equal(a, b) for a, b in zip(frames, reused, strict=True))
 
 
 def test_cli_reports_ce_and_the_cer_of_argmax_frames_beside_the_codec_floor(tmp_path, capsys):
