@@ -3,9 +3,11 @@
     python -m evaluation.text_use --lm runs/tts_lm/cpu_12.5fps --tokens runs/tokens/cpu_12.5fps \
         [--codec runs/codec/cpu_12.5fps --asr faster-whisper:base] [--split test] [--num 20] [--out text_use.json]
 
-The LM is fed each utterance's true audio frames (teacher forcing, no attention prior, no guidance), three ways:
-with its own text, with another selected utterance's text (same prompt, same audio), and with neither text nor
-prompt (the guidance branch). Reported:
+The LM is fed each utterance's true audio frames (teacher forcing, no guidance), three ways: with its own text,
+with another selected utterance's text (same prompt, same audio), and with neither text nor prompt (the guidance
+branch). No attention prior by default; `--prior-weight 1` adds the training prior (the beta-binomial diagonal
+from the true lengths) to the alignment heads, which asks: given the right alignment, does the LM read its text?
+Reported:
 
 - cross-entropy per code for each of the three; `text_gain` = ce(another text) - ce(own text), the same measure
   as the `val/text_gain` that `tts_lm.train` logs;
@@ -59,9 +61,11 @@ def measure(
     batch_size: int = 8,
     decode=None,
     progress: bool = True,
+    prior_weight: float = 0.0,
 ) -> dict:
     """Teacher-forced ce (own text, another text, nothing) over `rows`, token-weighted; with `decode` (codes
     long [K, F] -> float waveform), also the waveforms of the argmax frames and of the true codes per row.
+    `prior_weight` > 0 adds the training attention prior at that weight (from each row's true lengths).
 
     Row k's "another text" is row k+1's (cyclically), so at least two rows are needed.
     """
@@ -80,9 +84,11 @@ def measure(
         keep = decode is not None  # the argmax frames come from the same forwards
         with torch.no_grad():
             outs = {
-                "own_text": model(batch, return_logits=keep),
-                "other_text": model(other, return_logits=keep),
-                "no_text_no_prompt": model(replace(batch, uncond=torch.ones_like(batch.uncond))),
+                "own_text": model(batch, prior_weight=prior_weight, return_logits=keep),
+                "other_text": model(other, prior_weight=prior_weight, return_logits=keep),
+                "no_text_no_prompt": model(
+                    replace(batch, uncond=torch.ones_like(batch.uncond)), prior_weight=prior_weight
+                ),
             }
         for name, out in outs.items():
             sums[name] += float(out.ce_loss) * out.num_tokens
@@ -124,6 +130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="test", help="token-set split (default test)")
     p.add_argument("--num", type=int, default=20, help="utterances, picked by --seed (default 20)")
     p.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=0.0,
+        help="add the training attention prior (true lengths) at this weight, 0..1 (default 0: none)",
+    )
     p.add_argument("--out", help="also write the results to this JSON file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -132,6 +144,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not 0.0 <= args.prior_weight <= 1.0:
+        print(f"evaluation.text_use: --prior-weight {args.prior_weight} is outside 0..1", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         model = KoelLM.from_pretrained(args.lm)
@@ -162,13 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                 return codec.decode(codes[None].long()).squeeze().numpy()
 
     try:
-        result = measure(model, data, rows, decode=decode, progress=not args.no_progress)
+        result = measure(
+            model, data, rows, decode=decode, progress=not args.no_progress, prior_weight=args.prior_weight
+        )
     except ValueError as exc:
         print(f"evaluation.text_use: {exc}", file=sys.stderr)
         return 2
     ce = result["ce"]
     lines = [
-        f"{args.lm} on {result['utterances']} {args.split!r} utterances of {args.tokens} (teacher-forced)",
+        f"{args.lm} on {result['utterances']} {args.split!r} utterances of {args.tokens} (teacher-forced, "
+        f"attention prior weight {args.prior_weight:g})",
         "",
         "| | own text | another utterance's text | no text, no prompt |",
         "|---|---:|---:|---:|",
@@ -193,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(args.out), {"lm": args.lm, "tokens": args.tokens, "split": args.split, **result})
+        write_json_atomic(
+            Path(args.out),
+            {"lm": args.lm, "tokens": args.tokens, "split": args.split, "prior_weight": args.prior_weight, **result},
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ models (a real codec decode and a real ASR for the CER columns)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,12 @@ def test_text_gain_is_zero_exactly_when_the_texts_are_the_same(tmp_path):
     result = measure(model, data, rows, batch_size=3, progress=False)
     assert result["utterances"] == 4 and result["text_gain"] != 0.0
     assert result["ce"]["no_text_no_prompt"] != result["ce"]["own_text"]
+    with torch.no_grad():  # the training prior on the alignment heads: measured with it exactly as training does
+        batch = data.collate(rows)
+        expected = model(replace(batch, uncond=torch.zeros_like(batch.uncond)), prior_weight=1.0).ce_loss
+    with_prior = measure(model, data, rows, batch_size=4, progress=False, prior_weight=1.0)
+    assert with_prior["ce"]["own_text"] == pytest.approx(float(expected), rel=1e-6)
+    assert with_prior["ce"]["own_text"] != pytest.approx(result["ce"]["own_text"], rel=1e-6)
     data.phonemes = [data.phonemes[0]] * len(data.phonemes)  # every row has one text: another text is the same
     assert measure(model, data, rows, batch_size=3, progress=False)["text_gain"] == 0.0
     with pytest.raises(ValueError, match="at least 2"):
@@ -64,6 +71,11 @@ def test_cli_reports_ce_and_the_cer_of_argmax_frames_beside_the_codec_floor(tmp_
     saved = json.loads(out.read_text())
     assert saved["utterances"] == 3 and set(saved["cer"]) == {"floor", "own_text", "other_text"}
     assert all(saved["cer"][k]["median"] >= 0 for k in saved["cer"]) and "waves" not in saved
+
+    assert main([*args, "--prior-weight", "1", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["prior_weight"] == 1.0 and "prior weight 1)" in capsys.readouterr().out
+    assert main([*args, "--prior-weight", "2"]) == 2
+    assert "--prior-weight 2.0 is outside 0..1" in capsys.readouterr().err
 
     assert main(["--lm", str(tmp_path / "lm"), "--tokens", str(tmp_path / "missing")]) == 2
     assert "meta.json not found" in capsys.readouterr().err
