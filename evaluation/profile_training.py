@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -156,10 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["codec", "lm"])
     parser.add_argument("config", help="configs/codec/*.yaml (codec) or configs/lm/*.yaml (lm)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the codec training config")
-    parser.add_argument("--codec", default="configs/codec/cpu_12.5fps.yaml", help="lm: the codec whose tokens")
+    parser.add_argument(
+        "--codec",
+        default="configs/codec/cpu_12.5fps.yaml",
+        help="lm: the training config (YAML) of the codec whose token vocabulary the LM uses "
+        "(default configs/codec/cpu_12.5fps.yaml)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    for name, path in (("config", args.config), ("--codec", args.codec)):
+        if not Path(path).is_file():
+            print(f"profile_training: {name} {path} is not a YAML file (a training config such as "
+                  f"configs/codec/cpu_12.5fps.yaml; not a model folder)", file=sys.stderr)  # fmt: skip
+            return 2
     torch.set_num_threads(args.threads)
     if args.what == "codec":
         rows = profile_codec(args.config, args.overrides, args.repeats)
