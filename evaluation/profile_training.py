@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name, path in (("config", args.config), ("--codec", args.codec)):
         if not Path(path).is_file():
-            print(f"profile_training: {name} {path} is not a YAML file (a training config such as "
-                  f"configs/codec/cpu_12.5fps.yaml; not a model folder)", file=sys.stderr)  # fmt: skip
+            print(f"profile_training: {name} {path} is not a YAML file (a training config from configs/, "
+                  f"not a model folder)", file=sys.stderr)  # fmt: skip
             return 2
     torch.set_num_threads(args.threads)
     if args.what == "codec":
