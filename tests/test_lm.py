@@ -94,8 +94,14 @@ def full_logits(model: KoelLM, batch: LMBatch) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"frames_per_step": 2}, {"local_transformer_layers": 1, "local_transformer_dim": 16}, {"num_layers": 3}],
-    ids=["parallel", "stacked", "local", "alignment-off-layer"],
+    [
+        {},
+        {"frames_per_step": 2},
+        {"local_transformer_layers": 1, "local_transformer_dim": 16},
+        {"num_layers": 3},
+        {"text_encoder_layers": 2},
+    ],
+    ids=["parallel", "stacked", "local", "alignment-off-layer", "text-encoder"],
 )
 def test_kv_cache_steps_equal_full_forward(variant):
     torch.manual_seed(0)
@@ -196,7 +202,9 @@ def overfit_batch(cfg: LMConfig) -> tuple[LMBatch, list[list[int]], list[torch.T
     return batch, phonemes, prompts, targets
 
 
-@pytest.mark.parametrize("variant", [{}, {"frames_per_step": 2}], ids=["parallel", "stacked"])
+@pytest.mark.parametrize(
+    "variant", [{}, {"frames_per_step": 2}, {"text_encoder_layers": 1}], ids=["parallel", "stacked", "text-encoder"]
+)
 def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
     torch.manual_seed(0)
     cfg = tiny_config(codebook_size=32, d_model=64, max_seq_len=96, **variant)
@@ -226,9 +234,10 @@ def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
 
 
 # ---- generation API ---------------------------------------------------------------------------------------
-def test_stream_equals_generate_for_the_same_seed_and_batches_match_single_rows():
+@pytest.mark.parametrize("variant", [{}, {"text_encoder_layers": 1}], ids=["plain", "text-encoder"])
+def test_stream_equals_generate_for_the_same_seed_and_batches_match_single_rows(variant):
     torch.manual_seed(0)
-    model = KoelLM(tiny_config(cfg_dropout=0.1)).eval()
+    model = KoelLM(tiny_config(cfg_dropout=0.1, **variant)).eval()
     prompts = prompts_for(model.config)
     opts = dict(cfg_scale=2.5, temperature=0.8, top_k=8, max_frames=12)
     codes = model.generate(PHONEMES, prompts, seed=11, **opts)
@@ -297,7 +306,7 @@ def test_blanked_audio_inputs_hide_the_audio_and_keep_the_targets():
 
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config(frames_per_step=2, local_transformer_layers=1, local_transformer_dim=16)
+    cfg = tiny_config(frames_per_step=2, local_transformer_layers=1, local_transformer_dim=16, text_encoder_layers=1)
     cfg.codec.codec_dir, cfg.codec.codec_hash, cfg.codec.frame_rate = "runs/codec/x", "abc123", 21.5
     model = KoelLM(cfg).eval()
     model.save_pretrained(tmp_path / "lm")
@@ -393,7 +402,11 @@ def test_dataset_prompts_come_from_another_utterance_and_batches_are_determinist
     assert torch.equal(batch.codes, data.collate(batches[0], epoch=0).codes)
 
 
-@pytest.mark.parametrize("extra", [[], ["model.audio_input_dropout=0.5"]], ids=["plain", "blanked-inputs"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["model.audio_input_dropout=0.5"], ["model.text_encoder_layers=1"]],
+    ids=["plain", "blanked-inputs", "text-encoder"],
+)
 def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch, extra):
     tokens = make_token_set(tmp_path / "tokens")
     base = [*TRAIN_OVERRIDES, f"data.tokens={tokens}", "max_steps=6", *extra]

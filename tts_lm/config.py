@@ -80,6 +80,10 @@ class LMConfig:
     rope_theta: float = 10000.0
     max_seq_len: int = 1024  # prompt + text + audio positions
     attention_dropout: float = 0.0
+    # text front end: 0 = the bare phoneme embeddings go into the prefix; N > 0 = a non-causal N-layer text
+    # encoder (Koel-TTS's: self-attention + conv feed-forward of kernel `text_encoder_kernel`) reads them first
+    text_encoder_layers: int = 0
+    text_encoder_kernel: int = 3
     # frame input embedding: "sum" or "mean" of the per-codebook embeddings
     frame_embedding: str = "sum"
     # options from NVIDIA's later work
@@ -103,6 +107,8 @@ class LMConfig:
     def __post_init__(self) -> None:
         if self.frame_embedding not in ("sum", "mean"):
             raise ValueError(f"LMConfig.frame_embedding={self.frame_embedding!r}: use 'sum' or 'mean'")
+        if self.text_encoder_layers < 0:
+            raise ValueError(f"LMConfig.text_encoder_layers={self.text_encoder_layers} must be >= 0")
         if self.frames_per_step < 1:
             raise ValueError(f"LMConfig.frames_per_step={self.frames_per_step} must be >= 1")
         if self.d_model % self.num_heads:

@@ -317,7 +317,7 @@ def stream_frames(
     if use_cfg:
         steps, step_len, text_ids, text_len = (torch.cat([x, x]) for x in (steps, step_len, text_ids, text_len))
         uncond = torch.cat([uncond, ~uncond])
-    prompt_emb, text_emb = lm.embed_prefix(text_ids, steps, uncond)
+    prompt_emb, text_emb = lm.embed_prefix(text_ids, text_len, steps, uncond)
     bos_emb = lm.embed_audio(torch.full((rows, c.num_streams, 1), c.audio_bos, device=device))
     ones = torch.ones(rows, dtype=torch.long, device=device)
     layout = assemble([(prompt_emb, step_len), (text_emb, text_len), (bos_emb, ones)], left_pad=True)

@@ -11,6 +11,9 @@ target frames..., audio EOS]. A frame's input embedding is the sum (or mean) of 
 the output is one linear to K x (codebook_size + 3 specials), all codebooks of a frame in parallel (or a tiny
 local transformer over them, by config). Cross-entropy is on the audio positions only.
 
+Text: phoneme embeddings, read first by a non-causal text encoder (text_encoder.py; Koel's encoder, as an
+option: `text_encoder_layers`, 0 = off) when the config has one.
+
 Backbone: transformers' LlamaModel driven with `inputs_embeds` (RoPE, RMSNorm, SwiGLU, SDPA, DynamicCache).
 Alignment heads (attention.py) carry the beta-binomial prior and feed the forward-sum loss. Classifier-free
 guidance: rows flagged `uncond` get learned "unconditional" embeddings in place of every prompt and text
@@ -41,6 +44,7 @@ from tts_lm.forward_sum import forward_sum_loss
 from tts_lm.local_transformer import LocalTransformer, ParallelHead
 from tts_lm.prior import log_attention_prior
 from tts_lm.sequence import Layout, assemble, stack_frames, text_with_specials
+from tts_lm.text_encoder import TextEncoder
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
@@ -111,6 +115,11 @@ class KoelLM(nn.Module):
         self.config = c = config
         vocab, streams = c.vocab_per_codebook, c.num_streams
         self.text_embedding = nn.Embedding(c.phoneme_vocab_size, c.d_model)
+        self.text_encoder = (
+            TextEncoder(c.d_model, c.text_encoder_layers, c.num_heads, c.ffn_size, c.text_encoder_kernel)
+            if c.text_encoder_layers > 0
+            else None
+        )
         self.audio_embedding = nn.Embedding(streams * vocab, c.d_model)  # stream s uses rows s*V .. s*V + V-1
         self.uncond_text = nn.Parameter(torch.randn(c.d_model) * 0.02)
         self.uncond_prompt = nn.Parameter(torch.randn(c.d_model) * 0.02)
@@ -145,11 +154,14 @@ class KoelLM(nn.Module):
         return emb.mean(1) if self.config.frame_embedding == "mean" else emb.sum(1)
 
     def embed_prefix(
-        self, text_ids: torch.Tensor, prompt_steps: torch.Tensor, uncond: torch.Tensor
+        self, text_ids: torch.Tensor, text_len: torch.Tensor, prompt_steps: torch.Tensor, uncond: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """text ids [B, T] (with BOS/EOS), prompt steps [B, C, P], uncond bool [B] -> (prompt [B,P,D], text [B,T,D])."""
+        """text ids [B, T] (with BOS/EOS), their lengths [B], prompt steps [B, C, P], uncond bool [B]
+        -> (prompt [B, P, D], text [B, T, D]); the text through the text encoder when the config has one."""
         prompt = self.embed_audio(prompt_steps)  # (B, P, D)
         text = self.text_embedding(text_ids)  # (B, T, D)
+        if self.text_encoder is not None:
+            text = self.text_encoder(text, text_len)
         u = uncond[:, None, None]
         return torch.where(u, self.uncond_prompt.to(prompt.dtype), prompt), torch.where(u, self.uncond_text, text)
 
@@ -214,7 +226,7 @@ class KoelLM(nn.Module):
         ).to(batch.codes.device)
         text_len = batch.phoneme_lens + 2
         prompt_steps, prompt_len = self.prompt_steps(batch.prompt_codes, batch.prompt_lens)
-        prompt_emb, text_emb = self.embed_prefix(text_ids, prompt_steps, batch.uncond)
+        prompt_emb, text_emb = self.embed_prefix(text_ids, text_len, prompt_steps, batch.uncond)
         audio_emb = self.embed_audio(audio_in)  # (B, Q, D)
         if blank_inputs and c.audio_input_dropout > 0:
             blank = torch.rand(audio_emb.shape[:2], device=audio_emb.device) < c.audio_input_dropout  # (B, Q)
