@@ -179,22 +179,27 @@ def test_config_overrides_and_errors(tmp_path):
 # ---- streaming, causality --------------------------------------------------------------------------------------
 
 
+# float64 shows the streamed computation is the offline one (agreement to ~1e-14); float32 leaves the rounding of a
+# deep conv stack, whose summation order depends on the input length and the CPU's kernels (up to 1.6e-5 of a
+# full-scale 1.0 signal measured on an AVX-512 machine, < 1e-5 on AVX2 ones).
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-10), (torch.float32, 5e-5)], ids=["float64", "float32"])
 @pytest.mark.parametrize("source", ["tiny", "quick_12.5fps.yaml", "quick_21.5fps.yaml"])
-def test_streaming_decode_equals_offline(source):
+def test_streaming_decode_equals_offline(source, dtype, atol):
     model = tiny_model() if source == "tiny" else NanoCodec.from_config(CONFIGS / source).eval()
+    model = model.to(dtype)
     hop, frames = model.samples_per_frame, 7
     codes = random_codes(model, 2, frames)
     offline = model.decode(codes)
     assert offline.abs().max() > 1e-3  # not a trivially silent decoder
     with model.streaming(batch_size=2):
         per_frame = [model.decode(codes[:, :, i : i + 1]) for i in range(frames)]
-    assert all(c.shape == (2, hop) for c in per_frame)
-    torch.testing.assert_close(torch.cat(per_frame, -1), offline, atol=1e-5, rtol=0)
+    assert all(c.shape == (2, hop) for c in per_frame) and offline.dtype == dtype
+    torch.testing.assert_close(torch.cat(per_frame, -1), offline, atol=atol, rtol=0)
     with model.streaming(batch_size=2):
         bounds = [0, 3, 3, 4, 6, 7]  # chunks of 3, 0, 1, 2, 1 frames
         chunks = [model.decode(codes[:, :, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     assert [c.shape[-1] for c in chunks] == [3 * hop, 0, hop, 2 * hop, hop]
-    torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=atol, rtol=0)
     # leaving the block clears the state: offline again
     torch.testing.assert_close(model.decode(codes), offline, atol=0, rtol=0)
 

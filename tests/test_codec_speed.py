@@ -44,7 +44,9 @@ def test_shared_stft_loss_equals_the_plain_loss():
     plain = plain_reconstruction_loss(cfg, 22050, real, fake)
     plain.backward()
     torch.testing.assert_close(ours, plain.detach(), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(grad, fake.grad, rtol=1e-5, atol=1e-9)
+    # float32 rounding of the gradient, scaled to its largest element (per-element it reaches 2e-9 of a 0.024 max
+    # on an AVX-512 machine, where a fixed atol=1e-9 failed): a different loss would differ at the 1e-3 level
+    torch.testing.assert_close(grad, fake.grad, rtol=1e-5, atol=1e-6 * float(fake.grad.abs().max()))
 
 
 def test_channels_last_convs_equal_plain_convs():
