@@ -150,14 +150,53 @@ def stats_markdown(stats: Any, done: bool) -> str:
         f"**Done.** Time to first audio **{ttfa}** · real-time factor **{stats.rtf:.3f}** "
         f"({stats.compute_s:.2f} s of compute for {stats.audio_seconds:.2f} s of audio) · {stats.frames} frames at "
         f"{stats.frame_rate:g} FPS · {stats.pieces} sentence(s) · prompt {stats.prompt_seconds:.1f} s"
+        + (" (encoded when it was given)" if stats.prompt_cached else "")
     )
+
+
+def read_prompt(path: str | None, limits: DemoLimits) -> tuple[np.ndarray, int]:
+    """The uploaded / recorded prompt file -> (samples, rate); gr.Error saying what is wrong with it."""
+    import gradio as gr
+
+    from codec.audio import AudioError, load_audio
+
+    if not path:
+        raise gr.Error("No voice prompt: upload or record 3-10 s of the voice to clone.", title="No audio")
+    try:
+        return load_audio(path, max_seconds=limits.max_prompt_seconds, allow_silent=True)
+    except AudioError as e:
+        reason = str(e).split(": ", 1)[-1]  # drop the server-side temp path
+        raise gr.Error(f"Could not use the voice prompt file: {reason}.", title="Unreadable audio") from e
+
+
+def make_prompt_handler(tts: Any, limits: DemoLimits):
+    """Encode a voice prompt as soon as it is given (upload, recording, example click): the codec encoder is the
+    largest part of the time to first audio, and `Synthesizer` keeps the codes, so Generate starts from them.
+    Problems with the file are shown in the stats line at once (Generate reports them again)."""
+    import gradio as gr
+
+    def prepare_voice(prompt_path: str | None) -> str:
+        if not prompt_path:
+            return "Time to first audio and real-time factor appear here."
+        try:
+            wav, sr = read_prompt(prompt_path, limits)
+            codes = tts.encode_prompt(wav, sr)
+        except gr.Error as e:
+            return f"Voice prompt: {e.message}"
+        except ValueError as e:  # PromptError: silent, too short, ...
+            return f"Voice prompt: {e}"
+        except Exception as e:  # a bug: log it; Generate will encode (and report) again
+            log.exception("encoding a voice prompt failed")
+            return f"Voice prompt: internal error ({type(e).__name__}); the server log has the details."
+        return f"Voice ready: {codes.shape[1] / tts.frame_rate:.1f} s of it encoded; Generate starts from it."
+
+    return prepare_voice
 
 
 def make_handler(tts: Any, limits: DemoLimits):
     """The request handler: (text, prompt file, cfg, temperature, top-k, seed) -> stream of page updates."""
     import gradio as gr
 
-    from codec.audio import AudioError, load_audio
     from text.scripts import describe_dropped, drop_unspeakable
 
     def synthesize(
@@ -168,13 +207,7 @@ def make_handler(tts: Any, limits: DemoLimits):
             dropped = drop_unspeakable(text, tts.g2p.language)[1]
             if dropped:  # the G2P leaves them out (or finds nothing left: a TextError below)
                 gr.Warning(f"Left out what {tts.g2p.language} cannot read: {describe_dropped(dropped)}.")
-            if not prompt_path:
-                raise gr.Error("No voice prompt: upload or record 3-10 s of the voice to clone.", title="No audio")
-            try:
-                wav, sr = load_audio(prompt_path, max_seconds=limits.max_prompt_seconds, allow_silent=True)
-            except AudioError as e:
-                reason = str(e).split(": ", 1)[-1]  # drop the server-side temp path
-                raise gr.Error(f"Could not use the voice prompt file: {reason}.", title="Unreadable audio") from e
+            wav, sr = read_prompt(prompt_path, limits)
             stream = tts.stream(
                 text,
                 wav,
@@ -255,6 +288,7 @@ def build_demo(tts: Any, limits: DemoLimits | None = None, examples: list[Exampl
                 stats = gr.Markdown(
                     "Time to first audio and real-time factor appear here.", label="stats", elem_id="stats"
                 )
+        prompt.change(make_prompt_handler(tts, limits), inputs=[prompt], outputs=[stats], api_name="prepare_voice")
         button.click(
             make_handler(tts, limits),
             inputs=[text, prompt, cfg_scale, temperature, top_k, seed],

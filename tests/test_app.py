@@ -130,6 +130,26 @@ def test_chunks_stream_in_and_the_whole_utterance_equals_the_library(client, ser
     assert np.abs(audio.astype(int) - expected).max() <= 1
 
 
+def test_a_voice_is_encoded_when_it_is_given_and_generate_starts_from_it(client, server):
+    _, directory = server
+    wav, sr = sf.read(directory / "prompt_en-us.wav", dtype="float32")
+    unseen, given = directory / "prompt_unseen.wav", directory / "prompt_given.wav"
+    sf.write(unseen, wav * 0.9, sr)  # voices this server has not encoded yet
+    sf.write(given, wav * 0.8, sr)
+    _, (_, _, stats) = run(client, "Glue the sheet.", str(unseen))
+    assert "Done." in stats and "encoded when it was given" not in stats
+    ready = client.predict(handle_file(str(given)), api_name="/prepare_voice")  # what an upload triggers
+    assert ready.startswith("Voice ready:") and "s of it encoded" in ready
+    _, (_, _, stats) = run(client, "Glue the sheet.", str(given))
+    assert "Done." in stats and "encoded when it was given" in stats
+    (directory / "garbage.wav").write_bytes(b"RIFF not really a wav file at all" * 10)
+    sf.write(str(directory / "silence.wav"), np.zeros(22050 * 3, dtype=np.float32), 22050)
+    silent = client.predict(handle_file(str(directory / "silence.wav")), api_name="/prepare_voice")
+    assert silent.startswith("Voice prompt:") and "silent" in silent  # shown at once, not only on Generate
+    garbage = client.predict(handle_file(str(directory / "garbage.wav")), api_name="/prepare_voice")
+    assert garbage.startswith("Voice prompt: Could not use the voice prompt file")
+
+
 @pytest.mark.parametrize(
     ("text", "prompt", "message"),
     [

@@ -94,6 +94,7 @@ def test_page_generates_and_plays_streamed_audio(browser, server):
         page.wait_for_function(  # the example is loaded into the prompt's player (which shows its time, 0:00)
             "() => document.querySelector('#prompt')?.innerText.includes('0:00')", timeout=30_000
         )
+        page.locator("#stats").get_by_text("Voice ready").wait_for(timeout=30_000)  # encoded as soon as it was given
         page.locator("#generate").click()
         page.wait_for_function(
             "() => { const a = document.querySelector('#streamed audio'); return a && a.currentTime > 0; }",
@@ -103,7 +104,7 @@ def test_page_generates_and_plays_streamed_audio(browser, server):
         assert playing["src"] and playing["time"] > 0 and playing["played"] >= 1
         page.get_by_text("real-time factor").first.wait_for(timeout=90_000)  # shown when the request is done
         stats = page.locator("#stats").inner_text()
-        assert "real-time factor" in stats
+        assert "real-time factor" in stats and "encoded when it was given" in stats  # Generate started from it
         page.wait_for_function(  # still playing on after the request ended: the whole stream is kept
             "() => document.querySelector('#streamed audio').currentTime > 1.5", timeout=30_000
         )

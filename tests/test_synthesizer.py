@@ -165,6 +165,23 @@ def test_stats_report_time_to_first_audio_and_rtf(tts, models):
     print(f"tiny models, 12.5 FPS, 1 thread: {s.summary()}")
 
 
+def test_a_prompt_given_before_is_not_encoded_again_and_gives_the_same_audio(models):
+    lm_dir, codec_dir, wav, sr, _ = models
+    tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir)  # nothing kept yet
+    first = tts.stream(TEXT, wav, sr, seed=5, **OPTIONS)
+    audio = first.read_all()
+    assert not first.stats.prompt_cached
+    again = tts.stream(TEXT, wav, sr, seed=5, **OPTIONS)
+    assert again.stats.prompt_cached and np.array_equal(again.read_all(), audio)
+    other = (wav * 0.5).astype(np.float32)  # another clip: encoded in the request ...
+    assert not tts.stream(TEXT, other, sr, seed=5, **OPTIONS).stats.prompt_cached
+    tts.forget_prompts()
+    codes = tts.encode_prompt(wav, sr)  # ... unless it was encoded when it was given (the demo's upload)
+    ahead = tts.stream(TEXT, wav, sr, seed=5, **OPTIONS)
+    assert ahead.stats.prompt_cached and np.array_equal(ahead.read_all(), audio)
+    assert torch.equal(codes, tts.encode_prompt(wav, sr))
+
+
 def test_interleaved_requests_keep_their_own_state(tts, models):
     *_, wav, sr, _ = models
     alone = tts.synthesize(LONG_TEXT, wav, sr, seed=4, **OPTIONS)

@@ -96,6 +96,8 @@ class SynthesisStats:
     compute_s: float = 0.0
     stop_reasons: list[str] = field(default_factory=list)
     finished: bool = False
+    # the prompt's codes were kept from an earlier request or `encode_prompt` call: no codec encoder in the TTFA
+    prompt_cached: bool = False
 
     @property
     def audio_seconds(self) -> float:
@@ -260,18 +262,22 @@ class Synthesizer:
         used again (the demo's usual case) skips the codec encoder, the largest part of the time to first audio.
         Encoding is deterministic, so a kept entry is exactly what encoding again would give.
         """
+        return self._kept_or_encoded(clip)[0]
+
+    def _kept_or_encoded(self, clip: PromptClip) -> tuple[torch.Tensor, bool]:
+        """(codes [K, P], whether they were kept) for a prepared clip; see `prompt_codes`."""
         key = hashlib.blake2b(clip.wav.tobytes(), digest_size=16).digest()
         with self._prompt_lock:
             codes = self._prompt_codes.get(key)
             if codes is not None:
                 self._prompt_codes.move_to_end(key)
-                return codes
+                return codes, True
         codes = self.codec.encode(torch.from_numpy(clip.wav)[None])[0]  # (K, P)
         with self._prompt_lock:
             self._prompt_codes[key] = codes
             while len(self._prompt_codes) > PROMPT_CACHE_SIZE:
                 self._prompt_codes.popitem(last=False)
-        return codes
+        return codes, False
 
     def forget_prompts(self) -> None:
         """Drop the kept prompt codes (the next request in any voice encodes its prompt again)."""
@@ -346,9 +352,9 @@ class Synthesizer:
             raise SynthesisError(f"chunk_frames must be a positive number of frames, got {chunk_frames!r}")
         self.check_text(text)
         clip = self.prepare_prompt(prompt_wav, prompt_sr)
-        prompt_codes = self.prompt_codes(clip)  # (K, P)
+        prompt_codes, kept = self._kept_or_encoded(clip)  # (K, P)
         pieces = self.text_pieces(text, prompt_codes)
-        stats = SynthesisStats(self.sample_rate, self.frame_rate, prompt_seconds=clip.seconds)
+        stats = SynthesisStats(self.sample_rate, self.frame_rate, prompt_seconds=clip.seconds, prompt_cached=kept)
         options = dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, **generate_options)
         chunks = self._chunks(pieces, prompt_codes, seed, chunk_frames, options, stats)
         return SynthesisStream(chunks, stats, started)
