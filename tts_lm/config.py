@@ -81,7 +81,8 @@ class LMConfig:
     max_seq_len: int = 1024  # prompt + text + audio positions
     attention_dropout: float = 0.0
     # text front end: 0 = the bare phoneme embeddings go into the prefix; N > 0 = a non-causal N-layer text
-    # encoder (Koel-TTS's: self-attention + conv feed-forward of kernel `text_encoder_kernel`) reads them first
+    # encoder (Koel-TTS's: self-attention + conv feed-forward of kernel `text_encoder_kernel`) reads them first.
+    # Measured at the cpu profile (docs/experiments.md, issue 19): 3 layers aligned better but read the text less; off.
     text_encoder_layers: int = 0
     text_encoder_kernel: int = 3
     # frame input embedding: "sum" or "mean" of the per-codebook embeddings
