@@ -15,7 +15,8 @@ first few seconds after trimming silence are used anyway), text in characters (-
 in a bounded queue (--queue-size) and at most --concurrency run at once. Every input error a user can make (no
 audio, unreadable file, silent or too short prompt, empty / unspeakable / too long text) is shown in the page as
 a specific message (gr.Error); the app keeps serving. Letters of scripts the language cannot read are left out
-with a notice (gr.Warning) naming them.
+with a notice (gr.Warning) naming them. A voice prompt is encoded as soon as it is given (the prompt's change
+event, api name `prepare_voice`), so Generate starts from its kept codes.
 
 Example voices, out of the box: up to five test-split utterances (held-out voices, unseen in training) of the
 corpus the LM was trained on, labelled without their transcript ("voice 1 (flite, held-out)"). The manifest is
@@ -181,10 +182,11 @@ def make_prompt_handler(tts: Any, limits: DemoLimits):
         try:
             wav, sr = read_prompt(prompt_path, limits)
             codes = tts.encode_prompt(wav, sr)
-        except gr.Error as e:
-            return f"Voice prompt: {e.message}"
-        except ValueError as e:  # PromptError: silent, too short, ...
-            return f"Voice prompt: {e}"
+        except gr.Error as e:  # unreadable file
+            return str(e.message)
+        except ValueError as e:  # PromptError: silent, too short, ... (its message says what to do)
+            message = str(e)
+            return message[:1].upper() + message[1:]
         except Exception as e:  # a bug: log it; Generate will encode (and report) again
             log.exception("encoding a voice prompt failed")
             return f"Voice prompt: internal error ({type(e).__name__}); the server log has the details."
