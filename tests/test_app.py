@@ -31,7 +31,11 @@ TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark bl
 def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
     manifest = example_manifest(directory)
-    speech_prompt(directory)
+    wav, sr = speech_prompt(directory)
+    # prompts a user can get wrong, for the error tests
+    (directory / "garbage.wav").write_bytes(b"RIFF not really a wav file at all" * 10)
+    sf.write(str(directory / "silence.wav"), np.zeros(22050 * 3, dtype=np.float32), 22050)
+    sf.write(str(directory / "short.wav"), wav[: sr // 2], sr)
     args = ["--examples", str(manifest), "--max-text-chars", "300", "--concurrency", "4", "--queue-size", "8"]
     with demo_server(directory, *args) as url:
         yield url, directory
@@ -142,8 +146,6 @@ def test_a_voice_is_encoded_when_it_is_given_and_generate_starts_from_it(client,
     assert ready.startswith("Voice ready:") and "s of it encoded" in ready
     _, (_, _, stats) = run(client, "Glue the sheet.", str(given))
     assert "Done." in stats and "encoded when it was given" in stats
-    (directory / "garbage.wav").write_bytes(b"RIFF not really a wav file at all" * 10)
-    sf.write(str(directory / "silence.wav"), np.zeros(22050 * 3, dtype=np.float32), 22050)
     silent = client.predict(handle_file(str(directory / "silence.wav")), api_name="/prepare_voice")
     assert silent.startswith("The voice prompt is silent")  # shown at once, not only on Generate
     garbage = client.predict(handle_file(str(directory / "garbage.wav")), api_name="/prepare_voice")
@@ -166,10 +168,6 @@ def test_a_voice_is_encoded_when_it_is_given_and_generate_starts_from_it(client,
 )
 def test_bad_inputs_show_their_specific_error_and_the_app_keeps_serving(client, server, text, prompt, message):
     _, directory = server
-    (directory / "garbage.wav").write_bytes(b"RIFF not really a wav file at all" * 10)
-    sf.write(str(directory / "silence.wav"), np.zeros(22050 * 3, dtype=np.float32), 22050)
-    wav, sr = sf.read(str(directory / "prompt_en-us.wav"), dtype="float32")
-    sf.write(str(directory / "short.wav"), wav[: sr // 2], sr)
     with pytest.raises(AppError, match=message):
         run(client, text, None if prompt is None else str(directory / prompt))
     _, final = run(client, "Still here.", str(directory / "prompt_en-us.wav"))  # the server keeps serving
