@@ -100,8 +100,9 @@ def full_logits(model: KoelLM, batch: LMBatch) -> torch.Tensor:
         {"local_transformer_layers": 1, "local_transformer_dim": 16},
         {"num_layers": 3},
         {"text_encoder_layers": 2},
+        {"code_levels": [4, 4]},
     ],
-    ids=["parallel", "stacked", "local", "alignment-off-layer", "text-encoder"],
+    ids=["parallel", "stacked", "local", "alignment-off-layer", "text-encoder", "code-levels"],
 )
 def test_kv_cache_steps_equal_full_forward(variant):
     torch.manual_seed(0)
@@ -203,7 +204,9 @@ def overfit_batch(cfg: LMConfig) -> tuple[LMBatch, list[list[int]], list[torch.T
 
 
 @pytest.mark.parametrize(
-    "variant", [{}, {"frames_per_step": 2}, {"text_encoder_layers": 1}], ids=["parallel", "stacked", "text-encoder"]
+    "variant",
+    [{}, {"frames_per_step": 2}, {"text_encoder_layers": 1}, {"code_levels": [4, 8]}],
+    ids=["parallel", "stacked", "text-encoder", "code-levels"],
 )
 def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
     torch.manual_seed(0)
@@ -234,7 +237,9 @@ def test_tiny_lm_overfits_two_utterances_and_regenerates_them_greedily(variant):
 
 
 # ---- generation API ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", [{}, {"text_encoder_layers": 1}], ids=["plain", "text-encoder"])
+@pytest.mark.parametrize(
+    "variant", [{}, {"text_encoder_layers": 1}, {"code_levels": [4, 4]}], ids=["plain", "text-encoder", "code-levels"]
+)
 def test_stream_equals_generate_for_the_same_seed_and_batches_match_single_rows(variant):
     torch.manual_seed(0)
     model = KoelLM(tiny_config(cfg_dropout=0.1, **variant)).eval()
@@ -326,28 +331,44 @@ def test_save_load_round_trip(tmp_path):
 
 
 # ---- token set, training, resume -------------------------------------------------------------------------
-def make_token_set(
-    path: Path, num_codebooks: int = 2, codebook_size: int = 32, frame_rate: float = 12.5, codec_hash: str = "feedbeef"
-) -> Path:
-    """A tiny token set per CONTRACTS.md: 2 train speakers x 3 utterances, 1 validation speaker x 2."""
+def random_utterances(num_codebooks: int, codebook_size: int) -> list[tuple[str, str, list[int], list[list[int]]]]:
+    """2 train speakers x 3 utterances, 1 validation speaker x 2: (speaker, split, phoneme ids, random codes)."""
     vocab = PhonemeVocab.default()
     g = torch.Generator().manual_seed(0)
-    rows = {k: [] for k in ("id", "speaker", "text", "phoneme_ids", "codes", "num_frames", "duration", "split")}
-    speakers: dict[str, dict[str, list[str]]] = {"train": {}, "validation": {}}
+    out = []
     for spk, split, count in (("s0", "train", 3), ("s1", "train", 3), ("v0", "validation", 2)):
         for k in range(count):
-            uid = f"{spk}_{k}"
             frames = int(torch.randint(14, 30, (1,), generator=g))
-            phonemes = vocab.encode("həlˈoʊ wˈɜːld"[: 6 + k])
-            rows["id"].append(uid)
-            rows["speaker"].append(spk)
-            rows["text"].append("hello world")
-            rows["phoneme_ids"].append(phonemes)
-            rows["codes"].append(torch.randint(0, codebook_size, (num_codebooks, frames), generator=g).tolist())
-            rows["num_frames"].append(frames)
-            rows["duration"].append(frames / frame_rate)
-            rows["split"].append(split)
-            speakers[split].setdefault(spk, []).append(uid)
+            codes = torch.randint(0, codebook_size, (num_codebooks, frames), generator=g).tolist()
+            out.append((spk, split, vocab.encode("həlˈoʊ wˈɜːld"[: 6 + k]), codes))
+    return out
+
+
+def make_token_set(
+    path: Path,
+    num_codebooks: int = 2,
+    codebook_size: int = 32,
+    frame_rate: float = 12.5,
+    codec_hash: str = "feedbeef",
+    utterances: list[tuple[str, str, list[int], list[list[int]]]] | None = None,
+) -> Path:
+    """A tiny token set per CONTRACTS.md: `utterances` (speaker, split, phoneme ids, codes [K][F]) or
+    `random_utterances`; each validation utterance is prompted by the next one of its speaker."""
+    vocab = PhonemeVocab.default()
+    rows = {k: [] for k in ("id", "speaker", "text", "phoneme_ids", "codes", "num_frames", "duration", "split")}
+    speakers: dict[str, dict[str, list[str]]] = {"train": {}, "validation": {}}
+    for k, (spk, split, phonemes, codes) in enumerate(utterances or random_utterances(num_codebooks, codebook_size)):
+        uid = f"{spk}_{k}"
+        rows["id"].append(uid)
+        rows["speaker"].append(spk)
+        rows["text"].append(vocab.decode(phonemes))
+        rows["phoneme_ids"].append(list(phonemes))
+        rows["codes"].append(codes)
+        rows["num_frames"].append(len(codes[0]))
+        rows["duration"].append(len(codes[0]) / frame_rate)
+        rows["split"].append(split)
+        speakers[split].setdefault(spk, []).append(uid)
+    prompts = {u: next(v for v in ids if v != u) for ids in speakers["validation"].values() for u in ids}
     features = datasets.Features(
         {
             "id": datasets.Value("string"),
@@ -364,7 +385,7 @@ def make_token_set(
     meta = {
         "codec_dir": "runs/codec/test", "codec_hash": codec_hash, "sample_rate": 22050, "frame_rate": frame_rate,
         "samples_per_frame": 1764, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
-        "phoneme_vocab": vocab.to_dict(), "speakers": speakers, "prompts": {"v0_0": "v0_1", "v0_1": "v0_0"},
+        "phoneme_vocab": vocab.to_dict(), "speakers": speakers, "prompts": prompts,
     }  # fmt: skip
     (path / "meta.json").write_text(json.dumps(meta))
     return path
@@ -404,8 +425,8 @@ def test_dataset_prompts_come_from_another_utterance_and_batches_are_determinist
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["model.audio_input_dropout=0.5"], ["model.text_encoder_layers=1"]],
-    ids=["plain", "blanked-inputs", "text-encoder"],
+    [[], ["model.audio_input_dropout=0.5"], ["model.text_encoder_layers=1"], ["model.code_levels=[4,8]"]],
+    ids=["plain", "blanked-inputs", "text-encoder", "code-levels"],
 )
 def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch, extra):
     tokens = make_token_set(tmp_path / "tokens")

@@ -87,6 +87,9 @@ class LMConfig:
     text_encoder_kernel: int = 3
     # frame input embedding: "sum" or "mean" of the per-codebook embeddings
     frame_embedding: str = "sum"
+    # codes as their FSQ levels (tts_lm/code_levels.py): [] = each code its own embedding row and logit; the
+    # codec's levels (e.g. [8, 7, 6, 6]) = embeddings and logits built from per-channel level rows
+    code_levels: list[int] = field(default_factory=list)
     # options from NVIDIA's later work
     frames_per_step: int = 1  # frame stacking: frames predicted per LM step (1 or 2)
     local_transformer_layers: int = 0  # 0 = one parallel head; > 0 = a tiny transformer over the codebooks
@@ -110,6 +113,8 @@ class LMConfig:
             raise ValueError(f"LMConfig.frame_embedding={self.frame_embedding!r}: use 'sum' or 'mean'")
         if self.text_encoder_layers < 0:
             raise ValueError(f"LMConfig.text_encoder_layers={self.text_encoder_layers} must be >= 0")
+        if self.code_levels and self.local_transformer_layers:
+            raise ValueError("LMConfig: code_levels and local_transformer_layers cannot be combined")
         if self.frames_per_step < 1:
             raise ValueError(f"LMConfig.frames_per_step={self.frames_per_step} must be >= 1")
         if self.d_model % self.num_heads:
@@ -125,6 +130,22 @@ class LMConfig:
             raise ValueError(f"LMConfig.cfg_dropout={self.cfg_dropout} must be in [0, 1)")
         if not 0.0 <= self.audio_input_dropout < 1.0:
             raise ValueError(f"LMConfig.audio_input_dropout={self.audio_input_dropout} must be in [0, 1)")
+
+    def check_code_levels(self, codec_levels: list[int] | None = None) -> None:
+        """`code_levels` must describe the codebook (checked once the vocabularies are known, i.e. with the
+        tokens or at model construction), and be the codec's own levels when those are known."""
+        if not self.code_levels:
+            return
+        if any(int(n) < 2 for n in self.code_levels) or math.prod(self.code_levels) != self.codebook_size:
+            raise ValueError(
+                f"LMConfig.code_levels={self.code_levels} give {math.prod(self.code_levels)} codes, the codebook has "
+                f"{self.codebook_size}: use the codec's quantizer.num_levels_per_group"
+            )
+        if codec_levels is not None and list(codec_levels) != list(self.code_levels):
+            raise ValueError(
+                f"LMConfig.code_levels={self.code_levels} are not the codec's levels {list(codec_levels)} "
+                "(the tokens' meta.json codec_config.quantizer.num_levels_per_group): use those"
+            )
 
     # ---- derived sizes ------------------------------------------------------------------------------------
     @property
@@ -192,13 +213,15 @@ class LMConfig:
             frame_rate=float(meta["frame_rate"]),
             samples_per_frame=int(meta.get("samples_per_frame", self.codec.samples_per_frame)),
         )
-        return replace(
+        config = replace(
             self,
             num_codebooks=int(meta["num_codebooks"]),
             codebook_size=int(meta["codebook_size"]),
             phoneme_vocab_size=phoneme_vocab_size(meta),
             codec=codec,
         )
+        config.check_code_levels(meta.get("codec_config", {}).get("quantizer", {}).get("num_levels_per_group"))
+        return config
 
 
 def phoneme_vocab_size(meta: dict[str, Any]) -> int:

@@ -39,7 +39,8 @@ from transformers import LlamaConfig, LlamaModel
 from common.config import config_from_dict, config_to_dict
 from common.fileio import atomic_path, write_json_atomic
 from tts_lm.attention import AlignmentContext, register_attention
-from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD, LMConfig
+from tts_lm.code_levels import LevelEmbedding, LevelHead
+from tts_lm.config import NUM_AUDIO_SPECIALS, PHONEME_BOS, PHONEME_EOS, PHONEME_PAD, LMConfig
 from tts_lm.forward_sum import forward_sum_loss
 from tts_lm.local_transformer import LocalTransformer, ParallelHead
 from tts_lm.prior import log_attention_prior
@@ -113,6 +114,7 @@ class KoelLM(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.config = c = config
+        c.check_code_levels()
         vocab, streams = c.vocab_per_codebook, c.num_streams
         self.text_embedding = nn.Embedding(c.phoneme_vocab_size, c.d_model)
         self.text_encoder = (
@@ -120,7 +122,12 @@ class KoelLM(nn.Module):
             if c.text_encoder_layers > 0
             else None
         )
-        self.audio_embedding = nn.Embedding(streams * vocab, c.d_model)  # stream s uses rows s*V .. s*V + V-1
+        # stream s uses rows s*V .. s*V + V-1
+        self.audio_embedding: nn.Module = (
+            LevelEmbedding(streams, c.code_levels, NUM_AUDIO_SPECIALS, c.d_model)
+            if c.code_levels
+            else nn.Embedding(streams * vocab, c.d_model)
+        )
         self.uncond_text = nn.Parameter(torch.randn(c.d_model) * 0.02)
         self.uncond_prompt = nn.Parameter(torch.randn(c.d_model) * 0.02)
         self.backbone = LlamaModel(_llama_config(c))
@@ -134,11 +141,14 @@ class KoelLM(nn.Module):
                 c.local_transformer_layers,
                 c.local_transformer_heads,
             )
+        elif c.code_levels:
+            self.head = LevelHead(c.d_model, streams, c.code_levels, NUM_AUDIO_SPECIALS)
         else:
             self.head = ParallelHead(c.d_model, streams, vocab)
         for emb in (self.text_embedding, self.audio_embedding):
-            nn.init.normal_(emb.weight, std=0.02)
-        if isinstance(self.head, ParallelHead):
+            if isinstance(emb, nn.Embedding):
+                nn.init.normal_(emb.weight, std=0.02)
+        if isinstance(self.head, ParallelHead | LevelHead):
             nn.init.normal_(self.head.proj.weight, std=0.02)
             nn.init.zeros_(self.head.proj.bias)
         self.register_buffer("stream_offsets", torch.arange(streams) * vocab, persistent=False)
