@@ -16,7 +16,7 @@ from tests.test_lm_reads_text import CODEBOOKS, CODES, PHONEME_IDS, speak, texts
 def language_tokens(path, levels: bool):
     rng = np.random.default_rng(0)
     utterances = [
-        (f"s{s}", split, PHONEME_IDS[t].tolist(), speak(t, s).tolist())
+        (f"s{s}", split, "", PHONEME_IDS[t].tolist(), speak(t, s).tolist())
         for split, count in (("train", 150), ("validation", 20))
         for s in range(2)
         for t in texts(rng, count)

@@ -331,8 +331,11 @@ def test_save_load_round_trip(tmp_path):
 
 
 # ---- token set, training, resume -------------------------------------------------------------------------
-def random_utterances(num_codebooks: int, codebook_size: int) -> list[tuple[str, str, list[int], list[list[int]]]]:
-    """2 train speakers x 3 utterances, 1 validation speaker x 2: (speaker, split, phoneme ids, random codes)."""
+Utterance = tuple[str, str, str, list[int], list[list[int]]]  # speaker, split, text, phoneme ids, codes [K][F]
+
+
+def random_utterances(num_codebooks: int, codebook_size: int) -> list[Utterance]:
+    """2 train speakers x 3 utterances, 1 validation speaker x 2, random codes."""
     vocab = PhonemeVocab.default()
     g = torch.Generator().manual_seed(0)
     out = []
@@ -340,7 +343,7 @@ def random_utterances(num_codebooks: int, codebook_size: int) -> list[tuple[str,
         for k in range(count):
             frames = int(torch.randint(14, 30, (1,), generator=g))
             codes = torch.randint(0, codebook_size, (num_codebooks, frames), generator=g).tolist()
-            out.append((spk, split, vocab.encode("həlˈoʊ wˈɜːld"[: 6 + k]), codes))
+            out.append((spk, split, "hello world", vocab.encode("həlˈoʊ wˈɜːld"[: 6 + k]), codes))
     return out
 
 
@@ -350,18 +353,20 @@ def make_token_set(
     codebook_size: int = 32,
     frame_rate: float = 12.5,
     codec_hash: str = "feedbeef",
-    utterances: list[tuple[str, str, list[int], list[list[int]]]] | None = None,
+    utterances: list[Utterance] | None = None,
 ) -> Path:
-    """A tiny token set per CONTRACTS.md: `utterances` (speaker, split, phoneme ids, codes [K][F]) or
-    `random_utterances`; each validation utterance is prompted by the next one of its speaker."""
+    """A tiny token set per CONTRACTS.md: `utterances` or `random_utterances`; ids are speaker_k (k counted per
+    speaker); each validation utterance is prompted by another one of its speaker."""
     vocab = PhonemeVocab.default()
     rows = {k: [] for k in ("id", "speaker", "text", "phoneme_ids", "codes", "num_frames", "duration", "split")}
     speakers: dict[str, dict[str, list[str]]] = {"train": {}, "validation": {}}
-    for k, (spk, split, phonemes, codes) in enumerate(utterances or random_utterances(num_codebooks, codebook_size)):
-        uid = f"{spk}_{k}"
+    counts: dict[str, int] = {}
+    for spk, split, text, phonemes, codes in utterances or random_utterances(num_codebooks, codebook_size):
+        uid = f"{spk}_{counts.setdefault(spk, 0)}"
+        counts[spk] += 1
         rows["id"].append(uid)
         rows["speaker"].append(spk)
-        rows["text"].append(vocab.decode(phonemes))
+        rows["text"].append(text)
         rows["phoneme_ids"].append(list(phonemes))
         rows["codes"].append(codes)
         rows["num_frames"].append(len(codes[0]))

@@ -55,11 +55,11 @@ def trained(tmp_path_factory) -> tuple[KoelLM, dict[int, np.ndarray]]:
     tmp = tmp_path_factory.mktemp("reads_text")
     rng = np.random.default_rng(1)
     utterances = [
-        (f"s{s}", "train", (PHONEME_IDS[t]).tolist(), speak(t, s).tolist())
+        (f"s{s}", "train", "", PHONEME_IDS[t].tolist(), speak(t, s).tolist())
         for s in range(SPEAKERS)
         for t in texts(rng, 500)
     ]
-    utterances += [("s0", "validation", PHONEME_IDS[t].tolist(), speak(t, 0).tolist()) for t in texts(rng, 2)]
+    utterances += [("s0", "validation", "", PHONEME_IDS[t].tolist(), speak(t, 0).tolist()) for t in texts(rng, 2)]
     tokens = make_token_set(tmp / "tokens", CODEBOOKS, CODES, utterances=utterances)
     overrides = [
         f"data.tokens={tokens}", f"out_dir={tmp}/lm", "model.d_model=64", "model.num_layers=2", "model.num_heads=4",
