@@ -18,6 +18,7 @@ is there to read". With an FSQ codec (the token set's `codec_config`), codes go 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from common.fileio import write_json_atomic
 from tts_lm.code_levels import LevelEmbedding, LevelHead
+from tts_lm.config import codec_levels
 from tts_lm.dataset import read_tokens
 
 INPUTS = {"nothing": (False, False), "text": (True, False), "previous_frame": (False, True), "both": (True, True)}
@@ -88,16 +90,12 @@ class Probe(nn.Module):
 
 
 def probe_ce(
-    train: Frames, val: Frames, inputs: str, meta: dict, window: int, epochs: int, seed: int, progress: bool
+    train: Frames, val: Frames, inputs: str, shape: dict, window: int, epochs: int, seed: int, progress: bool
 ) -> float:
+    """Validation ce per code of the probe given `inputs`; `shape`: k, vocab, levels, phonemes (see `measure`)."""
     use_text, use_audio = INPUTS[inputs]
-    k, vocab = int(meta["num_codebooks"]), int(meta["codebook_size"])
-    levels = list(meta.get("codec_config", {}).get("quantizer", {}).get("num_levels_per_group", []))
-    if levels and int(np.prod(levels)) != vocab:
-        levels = []
-    phonemes = int(max(train.text.max(), val.text.max())) + 1
     torch.manual_seed(seed)
-    model = Probe(use_text, use_audio, k, vocab, levels, phonemes, window)
+    model = Probe(use_text, use_audio, window=window, **shape)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     n = len(train.codes)
     for _ in tqdm(range(epochs), desc=f"probe: {inputs}", unit="epoch", disable=not progress):
@@ -122,7 +120,15 @@ def measure(tokens: str, window: int = 3, epochs: int = 3, seed: int = 0, progre
     ds = ds.with_format("numpy")
     train = split_frames(ds, "train", window, int(meta["codebook_size"]))
     val = split_frames(ds, "validation", window, int(meta["codebook_size"]))
-    ce = {name: probe_ce(train, val, name, meta, window, epochs, seed, progress) for name in INPUTS}
+    vocab = int(meta["codebook_size"])
+    levels = codec_levels(meta) or []
+    shape = dict(
+        k=int(meta["num_codebooks"]),
+        vocab=vocab,
+        levels=levels if math.prod(levels) == vocab else [],  # codes as ids when the levels do not describe them
+        phonemes=int(max(train.text.max(), val.text.max())) + 1,
+    )
+    ce = {name: probe_ce(train, val, name, shape, window, epochs, seed, progress) for name in INPUTS}
     return {
         "tokens": str(tokens),
         "train_frames": len(train.codes),

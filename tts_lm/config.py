@@ -220,8 +220,14 @@ class LMConfig:
             phoneme_vocab_size=phoneme_vocab_size(meta),
             codec=codec,
         )
-        config.check_code_levels(meta.get("codec_config", {}).get("quantizer", {}).get("num_levels_per_group"))
+        config.check_code_levels(codec_levels(meta))
         return config
+
+
+def codec_levels(meta: dict[str, Any]) -> list[int] | None:
+    """The FSQ levels per codebook of a token set's codec (meta.json codec_config.quantizer), None if not given."""
+    levels = meta.get("codec_config", {}).get("quantizer", {}).get("num_levels_per_group")
+    return None if levels is None else [int(n) for n in levels]
 
 
 def phoneme_vocab_size(meta: dict[str, Any]) -> int:
