@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.streaming import StreamingModule
+from common.derived import DerivedWeight, version_key
 
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -54,22 +55,6 @@ def get_down_sample_padding(kernel_size: int, stride: int) -> int:
 
 
 GEMM_MAX_COLUMNS = 4096  # B x T_out up to which a conv runs as one matmul (every streamed frame; short offline)
-
-
-class DerivedWeight:
-    """A tensor derived from a layer's weights for inference (e.g. its matmul layout), with the key it was made for.
-
-    A small mutable box, so that module replicas sharing their parameters can share it too (tts_lm's DecoderPool).
-    """
-
-    def __init__(self) -> None:
-        self.entry: tuple[tuple, torch.Tensor] | None = None
-
-    def get(self, key: tuple, make) -> torch.Tensor:  # noqa: ANN001 (a callable () -> Tensor)
-        entry = self.entry
-        if entry is None or entry[0] != key:
-            entry = self.entry = (key, make())
-        return entry[1]
 
 
 def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -260,8 +245,7 @@ class CausalConv1dNorm(StreamingModule[ConvState], ConvLayer):
         # the layout is rebuilt when the stored weight changes (in place: _version; replaced, moved, cast: data_ptr);
         # with weight norm the stored tensors are its parametrization's (conv.weight is new on every access)
         stored = list(conv.parametrizations.weight.parameters()) if parametrize.is_parametrized(conv) else [conv.weight]
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in stored)
-        weight_t = self.gemm_cache.get(key, lambda: gemm_weight(conv.weight))
+        weight_t = self.gemm_cache.get(version_key(*stored), lambda: gemm_weight(conv.weight))
         return gemm_conv1d(x, weight_t, conv.bias, conv.kernel_size[0], self.stride, conv.dilation[0])
 
 

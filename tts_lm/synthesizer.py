@@ -50,8 +50,8 @@ import numpy as np
 import torch
 
 from codec import NanoCodec
-from codec.conv import DerivedWeight
 from codec.streaming import StaticStreamingStep
+from common.derived import DerivedWeight
 from text import G2P, PhonemeVocab, TextError, split_sentences
 from tts_lm.generate import GenerationError, check_inputs
 from tts_lm.model import KoelLM
