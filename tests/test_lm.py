@@ -171,6 +171,27 @@ def test_top_k_without_a_full_sort_gives_the_full_sort_distribution():
     assert ((dense(12) > 0).sum(-1) <= top_k).all()
 
 
+def test_wide_head_linear_in_inference_equals_nn_linear():
+    """The parallel head's inference layout (x @ W^T, W^T kept contiguous) gives nn.Linear's logits, follows an
+    in-place weight update (a training step), and leaves autograd to nn.Linear."""
+    from tts_lm.local_transformer import WideLinear
+
+    torch.manual_seed(0)
+    layer = WideLinear(16, 300)
+    x = torch.randn(2, 3, 16)
+    for _ in range(2):
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with torch.no_grad():
+            got = layer(x)
+        assert got.shape == (2, 3, 300) and layer.layout.entry is not None
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+        with torch.no_grad():
+            layer.weight.mul_(-2.0)  # in place: the kept layout must be remade
+    y = layer(x)
+    assert y.requires_grad and torch.equal(y, torch.nn.functional.linear(x, layer.weight, layer.bias))
+    assert set(layer.state_dict()) == {"weight", "bias"}  # checkpoints unchanged
+
+
 def test_frame_stacking_round_trip():
     codes = torch.arange(2 * 3 * 5).view(2, 3, 5)
     stacked = stack_frames(codes, 2, pad=-7)
