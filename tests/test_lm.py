@@ -119,6 +119,27 @@ def test_kv_cache_steps_equal_full_forward(variant):
         torch.testing.assert_close(logits[b, :n, :, real], full[b, :n, :, real], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "variant", [{}, {"num_kv_heads": 2, "alignment": AlignmentConfig(layers=[])}], ids=["mha", "gqa"]
+)
+def test_fused_backbone_step_equals_transformers_layers(variant, monkeypatch):
+    """Generation steps through `backbone_step` (fused projections, no transformers layer calls) give the logits,
+    alignment tracking and codes of the same steps through `run_backbone`: rows of two prompt lengths (left
+    padding), guidance rows, the alignment heads with the inference prior."""
+    import tts_lm.generate
+
+    torch.manual_seed(0)
+    model = KoelLM(tiny_config(**variant)).eval()
+    options = dict(cfg_scale=2.5, temperature=0.8, top_k=0, seed=1, max_frames=9, min_frames=9, monotonic_prior=True)
+    codes, lengths, logits, steps = step_logits(model, prompts_for(model.config), **options)
+    assert model.step_weights.entry is not None  # the fused path ran
+    monkeypatch.setattr(tts_lm.generate, "backbone_step", lambda lm, *args: lm.run_backbone(*args))
+    plain_codes, plain_lengths, plain_logits, plain_steps = step_logits(model, prompts_for(model.config), **options)
+    torch.testing.assert_close(logits, plain_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(codes, plain_codes) and torch.equal(lengths, plain_lengths)
+    assert all(torch.equal(a.text_position, b.text_position) for a, b in zip(steps, plain_steps, strict=True))
+
+
 def test_cfg_combination_formula_and_one_batched_forward():
     cond, uncond = torch.randn(3, 2, 5), torch.randn(3, 2, 5)
     torch.testing.assert_close(cfg_combine(torch.cat([cond, uncond]), 2.5), uncond + 2.5 * (cond - uncond))

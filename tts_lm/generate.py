@@ -11,6 +11,8 @@ One step: the backbone's last hidden state -> logits per stream; with guidance b
 batched forward (rows [cond..., uncond...], 2B rows; the unconditional rows have learned embeddings in place of
 the prompt and text, same lengths) and are combined as `uncond + s * (cond - uncond)` (Koel-TTS); audio BOS
 and PAD are never sampled; then per-codebook temperature / top-k / top-p sampling with a torch.Generator.
+The prefix runs through `lm.run_backbone`; every later step through `backbone_step` (the same layers with fused
+projections and without transformers' per-layer machinery; equal to float rounding).
 
 End of a row: a frame in which ANY codebook samples audio EOS ends the row (that frame is not emitted); or the
 alignment guard: once the tracked alignment has reached the last phoneme, the row stops as soon as the EOS
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tts_lm.backbone_step import backbone_step
 from tts_lm.config import PHONEME_BOS, PHONEME_EOS, PHONEME_PAD
 from tts_lm.kv_cache import preallocated_cache
 from tts_lm.prior import monotonic_log_prior
@@ -388,7 +391,7 @@ def stream_frames(
             ctx.log_prior = window()
             ctx.logprobs.clear()
         embeds = lm.embed_audio(feed[:, :, None])  # (R, 1, D)
-        hidden = lm.run_backbone(embeds, next_position[:, None], mask, cache, ctx)[:, -1]  # (R, D)
+        hidden = backbone_step(lm, embeds, next_position[:, None], mask, cache, ctx)[:, -1]  # (R, D)
         next_position = next_position + 1
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
 from common.config import config_from_dict, config_to_dict
+from common.derived import DerivedWeight
 from common.fileio import atomic_path, write_json_atomic
 from tts_lm.attention import AlignmentContext, register_attention
 from tts_lm.code_levels import LevelEmbedding, LevelHead
@@ -152,6 +153,7 @@ class KoelLM(nn.Module):
             nn.init.normal_(self.head.proj.weight, std=0.02)
             nn.init.zeros_(self.head.proj.bias)
         self.register_buffer("stream_offsets", torch.arange(streams) * vocab, persistent=False)
+        self.step_weights = DerivedWeight()  # backbone_step's fused projections, made on first use
 
     # ---- embeddings -----------------------------------------------------------------------------------------
     @property
