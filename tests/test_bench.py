@@ -75,5 +75,18 @@ def test_cli_errors(tmp_path, capsys):
     assert "--lm-12 needs --codec-12" in capsys.readouterr().err
     assert main(["--smoke", "--out", str(tmp_path), "--codec-21", str(tmp_path / "none")]) == 2
     assert "no trained model there" in capsys.readouterr().err
+    for bad in ("0", "fast"):
+        with pytest.raises(SystemExit):
+            main(["--smoke", "--out", str(tmp_path), "--chunk-frames", bad])
+        assert '--chunk-frames a number >= 1 or "grow"' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+def test_growing_chunks_in_the_end_to_end_bench(tmp_path):
+    """--chunk-frames grow: the end-to-end rows stream 1, 2, 4, ... frames per chunk (batch 1 through the
+    Synthesizer, batch 2 through the bench's own loop) and record the schedule."""
+    out = tmp_path / "bench"
+    assert main(["--smoke", "--out", str(out), "--no-progress", "--sections", "e2e", "--chunk-frames", "grow"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert {row["chunk_frames"] for row in r["e2e"]} == {"grow"} and all(positive(row["rtf"]) for row in r["e2e"])

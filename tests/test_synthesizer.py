@@ -110,6 +110,21 @@ def test_chunk_sizes_and_chunking_does_not_change_audio(tts, models, chunk_frame
         tts.stream(TEXT, wav, sr, chunk_frames=0)
 
 
+def test_growing_chunks_start_with_one_frame_and_do_not_change_audio(tts, models):
+    """chunk_frames="grow": 1, 2, 4, 8, 8, ... frames per chunk (the last one whatever is left), the same audio."""
+    *_, wav, sr, _ = models
+    options = {**OPTIONS, "max_frames": 20, "min_frames": 20}
+    stream = tts.stream(TEXT, wav, sr, seed=3, chunk_frames="grow", **options)
+    chunks = list(stream)
+    hop = tts.samples_per_frame
+    assert [c.size // hop for c in chunks] == [1, 2, 4, 8, 5] and stream.stats.frames == 20
+    one_by_one = tts.synthesize(TEXT, wav, sr, seed=3, chunk_frames=1, **options)
+    np.testing.assert_allclose(np.concatenate(chunks), one_by_one, atol=1e-5)
+    for bad in ("fast", 1.5, True):
+        with pytest.raises(SynthesisError, match='"grow"'):
+            tts.stream(TEXT, wav, sr, chunk_frames=bad)
+
+
 def test_long_form_splits_sentences_same_voice_continuous_decoder_state(tts, models):
     *_, wav, sr, _ = models
     pieces = tts.text_pieces(LONG_TEXT)

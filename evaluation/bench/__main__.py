@@ -245,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--smoke", action="store_true", help="every code path at tiny sizes, in seconds (numbers mean nothing)"
     )
-    p.add_argument("--chunk-frames", type=int, default=1, help="codec frames per streamed chunk (default 1)")
+    p.add_argument(
+        "--chunk-frames",
+        default="1",
+        help='codec frames per streamed chunk, or "grow" for 1, 2, 4, 8, 8, ... (default 1)',
+    )
     p.add_argument("--device", default="cpu", help="torch device of the timed models: cpu or cuda (default cpu)")
     p.add_argument(
         "--sections",
@@ -259,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--lm-{fps}", help=f"trained LM on the {rate} FPS codec's tokens (needs --codec-{fps})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.threads < 1 or args.chunk_frames < 1:
-        p.error("--threads and --chunk-frames must be >= 1")
+    if args.chunk_frames != "grow":
+        args.chunk_frames = int(args.chunk_frames) if args.chunk_frames.isdigit() else 0
+    if args.threads < 1 or args.chunk_frames == 0:
+        p.error('--threads must be >= 1 and --chunk-frames a number >= 1 or "grow"')
     trained: dict[str, dict[str, str]] = {}
     for fps, rate in (("12", "12.5"), ("21", "21.5")):
         codec, lm = getattr(args, f"codec_{fps}"), getattr(args, f"lm_{fps}")

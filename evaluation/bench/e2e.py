@@ -35,7 +35,7 @@ from evaluation.bench.harness import PROMPT_TEXT, TEXT, BenchSettings, clock, es
 from text import G2P, PhonemeVocab
 from tts_lm import KoelLM, LMConfig
 from tts_lm.generate import stream_frames
-from tts_lm.synthesizer import Synthesizer
+from tts_lm.synthesizer import Synthesizer, chunk_sizes
 
 FPS_KEYS = ("12.5", "21.5")
 
@@ -100,7 +100,14 @@ def fixed_length(frames: int) -> dict[str, Any]:
 
 @torch.no_grad()
 def request(
-    tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int, seed: int, chunk_frames: int = 1, warm: bool = False
+    tts: Synthesizer,
+    prompt_wav,
+    sr: int,
+    frames: int,
+    batch: int,
+    seed: int,
+    chunk_frames: int | str = 1,
+    warm: bool = False,
 ) -> dict[str, float]:
     """One streamed request of `batch` rows; returns ttfa_s, compute_s, audio_s (per row), frames, lm_steps.
 
@@ -124,14 +131,16 @@ def request(
     steps = stream_frames(
         tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
     )
+    sizes = chunk_sizes(chunk_frames)
+    due = next(sizes)
     with tts.codec.streaming(batch):
         for step in steps:
             pending.append(step.frame)  # (B, K, 1)
             emitted += 1
-            if len(pending) < chunk_frames and emitted < frames:
+            if len(pending) < due and emitted < frames:
                 continue
             audio = tts.codec.decode(torch.cat(pending, dim=2))  # (B, n * hop): n frames of every row
-            samples, pending = samples + audio.shape[-1], []
+            samples, pending, due = samples + audio.shape[-1], [], next(sizes)
             if ttfa is None:
                 ttfa = clock(device) - start
     compute = clock(device) - start
