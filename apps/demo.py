@@ -59,7 +59,7 @@ class DemoLimits:
 
     max_text_chars: int = 1000
     max_prompt_seconds: float = 60.0  # duration of an uploaded / recorded prompt file
-    chunk_frames: int = 2  # frames per streamed chunk (2 = 160 ms at 12.5 FPS)
+    chunk_frames: int | str = "grow"  # frames per streamed chunk: 1, 2, 4, 8, 8, ... (Synthesizer.stream)
 
 
 @dataclass
@@ -320,7 +320,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="20mb", help="largest accepted upload (default 20mb)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more are refused (default 16)")
     p.add_argument("--concurrency", type=int, default=2, help="requests generated at the same time (default 2)")
-    p.add_argument("--chunk-frames", type=int, default=2, help="codec frames per streamed chunk (default 2)")
+    p.add_argument(
+        "--chunk-frames",
+        default="grow",
+        help='codec frames per streamed chunk, or "grow": 1, 2, 4, 8, 8, ... (default grow)',
+    )
     return p.parse_args(argv)
 
 
@@ -330,12 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tts_lm import Synthesizer
+    from tts_lm.synthesizer import parse_chunk_frames
 
     torch.set_num_threads(args.threads)
     if shutil.which("ffmpeg") is None:
         print("error: ffmpeg is not on PATH; Gradio needs it to stream audio: apt-get install ffmpeg", file=sys.stderr)
         return 2
-    limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, args.chunk_frames)
+    try:
+        chunk_frames = parse_chunk_frames(args.chunk_frames)
+    except ValueError as e:
+        print(f"error: --chunk-frames {args.chunk_frames}: {e}", file=sys.stderr)
+        return 2
+    limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, chunk_frames)
     try:
         tts = Synthesizer.from_pretrained(
             lm=args.lm, codec=args.codec, device=args.device, language=args.language, max_text_chars=args.max_text_chars

@@ -78,7 +78,7 @@ def test_cli_errors(tmp_path, capsys):
     for bad in ("0", "fast"):
         with pytest.raises(SystemExit):
             main(["--smoke", "--out", str(tmp_path), "--chunk-frames", bad])
-        assert '--chunk-frames a number >= 1 or "grow"' in capsys.readouterr().err
+        assert '--chunk-frames: chunk_frames must be a positive number of frames or "grow"' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
 

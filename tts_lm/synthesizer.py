@@ -87,6 +87,13 @@ def chunk_sizes(chunk_frames: int | str) -> Iterator[int]:
     return itertools.repeat(chunk_frames)
 
 
+def parse_chunk_frames(value: str) -> int | str:
+    """A command line's --chunk-frames: "grow" or a number of frames >= 1; SynthesisError (a ValueError) if not."""
+    frames = value if value == "grow" else int(value) if value.isdigit() else 0
+    chunk_sizes(frames)
+    return frames
+
+
 @dataclass
 class TextPiece:
     """One piece of the text (a sentence or a part of one): its text, IPA phonemes and vocabulary ids."""

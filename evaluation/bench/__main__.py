@@ -30,6 +30,7 @@ import torch
 
 from common.fileio import write_json_atomic, write_text_atomic
 from evaluation.bench.harness import BenchSettings, has_espeak, machine_info
+from tts_lm.synthesizer import parse_chunk_frames
 
 PAPER_RTF_RATIO = 2.33  # NanoCodec paper: LM RTF at 21.5 FPS / at 12.5 FPS
 
@@ -263,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--lm-{fps}", help=f"trained LM on the {rate} FPS codec's tokens (needs --codec-{fps})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.chunk_frames != "grow":
-        args.chunk_frames = int(args.chunk_frames) if args.chunk_frames.isdigit() else 0
-    if args.threads < 1 or args.chunk_frames == 0:
-        p.error('--threads must be >= 1 and --chunk-frames a number >= 1 or "grow"')
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    try:
+        args.chunk_frames = parse_chunk_frames(args.chunk_frames)
+    except ValueError as e:
+        p.error(f"--chunk-frames: {e}")
     trained: dict[str, dict[str, str]] = {}
     for fps, rate in (("12", "12.5"), ("21", "21.5")):
         codec, lm = getattr(args, f"codec_{fps}"), getattr(args, f"lm_{fps}")
