@@ -204,3 +204,10 @@ def test_importing_the_app_loads_nothing_and_help_works(capsys):
     assert exit_info.value.code == 0 and "--lm" in help_text and "127.0.0.1" in help_text
     args = parse_args(["--lm", "a", "--codec", "b"])
     assert (args.host, args.share) == ("127.0.0.1", "never")
+
+
+def test_a_bad_chunk_schedule_is_refused_before_any_model_loads(tmp_path, capsys):
+    from apps.demo import main
+
+    assert main(["--lm", str(tmp_path / "none"), "--codec", str(tmp_path / "none"), "--chunk-frames", "fast"]) == 2
+    assert '--chunk-frames fast: chunk_frames must be a positive number of frames or "grow"' in capsys.readouterr().err
