@@ -10,6 +10,8 @@ prior and the log-probabilities handed back are the same code) -> o_proj -> resi
 matmul -> SiLU(gate) x up -> down -> residual; then the final norm. The fused weights are the layers' own,
 concatenated and kept transposed (`DerivedWeight`, remade when a weight changes), so the sums are the same up to
 float rounding (tests/test_lm.py: equal to `run_backbone` to 1e-5, padded rows and alignment heads included).
+The copies cost the backbone's size once more in memory while the model generates (20 MB for configs/lm/cpu.yaml,
+450 MB for paper.yaml).
 
 Why: in a step of the CPU-profile LM (6 layers, d_model 256, 2 rows with guidance, 1 thread) the backbone took
 6.7 ms through transformers' layers (7 projections, decorators, kwargs and the mask builder per layer) and ~5.1 ms
