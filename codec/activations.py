@@ -36,6 +36,18 @@ def snake_into(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, inv_alph
     return out.add_(x)
 
 
+def half_snake_into(
+    out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, inv_alpha: torch.Tensor, slope: float
+) -> torch.Tensor:
+    """Half-snake of x [..., C, T] written into `out` (same shape): snake on the first h channels (alpha and
+    inv_alpha [..., h, 1], h = alpha.shape[-2]), leaky ReLU on the rest; no autograd. Leading dims broadcast, so
+    the three branches of a residual layer run as one call on [3, B, C, T] with their alphas stacked."""
+    h = alpha.shape[-2]
+    snake_into(out[..., :h, :], x[..., :h, :], alpha, inv_alpha)
+    torch._C._nn.leaky_relu(x[..., h:, :], slope, out=out[..., h:, :])
+    return out
+
+
 def _needs_autograd(x: torch.Tensor, alpha: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad)
 
@@ -79,9 +91,7 @@ class HalfSnake(nn.Module):
             lrelu_out = self.lrelu(x[:, h:])  # (B, C - C // 2, T)
             return torch.cat([snake_out, lrelu_out], dim=1)
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (B, C, T), contiguous
-        snake_into(out[:, :h], x[:, :h], alpha, self.snake_act.inv_alpha())
-        torch._C._nn.leaky_relu(x[:, h:], self.lrelu.negative_slope, out=out[:, h:])
-        return out
+        return half_snake_into(out, x, alpha, self.snake_act.inv_alpha(), self.lrelu.negative_slope)
 
 
 class CodecActivation(nn.Module):

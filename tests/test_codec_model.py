@@ -288,6 +288,41 @@ def test_streaming_one_row_uses_both_layouts_and_equals_offline(monkeypatch):
     torch.testing.assert_close(streamed, offline, atol=5e-5, rtol=0)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_residual_branches_side_by_side_give_the_same_bits(batch, monkeypatch):
+    """A streamed frame runs each residual layer's three branches side by side (stacked activations and adds, each
+    conv its own module): bit for bit what the branches give one after the other, frame by frame and offline,
+    also after the alphas change."""
+    from codec.residual import HiFiGANResLayer
+
+    model = NanoCodec.from_config(CONFIGS / "quick_12.5fps.yaml").eval()
+    model.remove_weight_norm()
+    codes = random_codes(model, batch, 4)
+    layers = [m for m in model.modules() if isinstance(m, HiFiGANResLayer)]
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            with model.streaming(batch_size=batch):
+                streamed = torch.cat([model.decode(codes[:, :, i : i + 1]) for i in range(4)], -1)
+            return streamed, model.decode(codes[:, :, :2])
+
+    calls: list[int] = []
+    for layer in layers:
+        monkeypatch.setattr(layer, "_forward_stacked", lambda x, f=layer._forward_stacked: calls.append(1) or f(x))
+    for _ in range(2):
+        calls.clear()
+        side_by_side = decode()
+        assert len(calls) >= 4 * sum(m.stackable for m in layers)  # the path ran for every streamed frame
+        monkeypatch.setattr(HiFiGANResLayer, "stack_branches", False)
+        one_by_one = decode()
+        monkeypatch.setattr(HiFiGANResLayer, "stack_branches", True)
+        assert all(torch.equal(a, b) for a, b in zip(side_by_side, one_by_one, strict=True))
+        with torch.no_grad():  # new alphas (a training step): the stacked copies must follow
+            for name, p in model.audio_decoder.named_parameters():
+                if name.endswith("alpha"):
+                    p.uniform_(0.5, 2.0)
+
+
 def test_replicate_padding_by_concatenation_equals_torch():
     """Inference pads 'replicate' convs by concatenating the edge samples: torch's values; training keeps F.pad."""
     from codec.conv import pad_edges
