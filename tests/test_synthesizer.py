@@ -57,7 +57,7 @@ def offline(tts: Synthesizer, text: str, wav: np.ndarray, sr: int, seed: int, **
 
 def test_stream_equals_synthesize_equals_offline_generate_and_decode(tts, models):
     *_, wav, sr, _ = models
-    stream = tts.stream(TEXT, wav, sr, seed=7, **OPTIONS)
+    stream = tts.stream(TEXT, wav, sr, seed=7, chunk_frames=1, **OPTIONS)
     chunks = list(stream)
     streamed = np.concatenate(chunks)
     whole = tts.synthesize(TEXT, wav, sr, seed=7, **OPTIONS)
@@ -114,7 +114,7 @@ def test_growing_chunks_start_with_one_frame_and_do_not_change_audio(tts, models
     """chunk_frames="grow": 1, 2, 4, 8, 8, ... frames per chunk (the last one whatever is left), the same audio."""
     *_, wav, sr, _ = models
     options = {**OPTIONS, "max_frames": 20, "min_frames": 20}
-    stream = tts.stream(TEXT, wav, sr, seed=3, chunk_frames="grow", **options)
+    stream = tts.stream(TEXT, wav, sr, seed=3, **options)  # the default
     chunks = list(stream)
     hop = tts.samples_per_frame
     assert [c.size // hop for c in chunks] == [1, 2, 4, 8, 5] and stream.stats.frames == 20

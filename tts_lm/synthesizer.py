@@ -2,9 +2,8 @@
 
     tts = Synthesizer.from_pretrained(lm="runs/tts_lm/cpu_12.5fps", codec="runs/codec/cpu_12.5fps")
     stream = tts.stream(text, prompt_wav, prompt_sr, seed=0, cfg_scale=2.5, temperature=0.6, top_k=80)
-    for chunk in stream:            # float32 numpy [chunk_frames * samples_per_frame] at tts.sample_rate
-        play(chunk)                 # (the last chunk may be shorter)
-    tts.stream(..., chunk_frames="grow")                 # chunks of 1, 2, 4, 8, 8, ... frames (see below)
+    for chunk in stream:            # float32 numpy: 1, 2, 4, 8, 8, ... frames (chunk_frames="grow", see below)
+        play(chunk)                 # at tts.sample_rate; chunk_frames=n: n frames each (the last may be shorter)
     stream.stats.ttfa_s, stream.stats.rtf                # time to first audio, real-time factor of this request
     wav = tts.synthesize(text, prompt_wav, prompt_sr, seed=0)   # float32 [T], the joined chunks
 
@@ -21,7 +20,7 @@ piece, so a request is reproducible.
 Chunk sizes: the decoder's cost per frame falls with the frames decoded per call (CPU profile, 1 thread: 17.8 /
 11.1 / 8.0 ms per 80 ms frame at 1 / 2 / 4 frames per call; paper scale 64 / 49 / 44 ms), because a call's
 per-layer overhead and the weight reads of its first stages are shared by all its frames. `chunk_frames="grow"`
-starts with one frame (the first audio as early as `chunk_frames=1` gives it) and doubles each chunk up to
+(the default) starts with one frame (the first audio as early as `chunk_frames=1` gives it) and doubles each chunk up to
 `MAX_GROWN_CHUNK` frames: every chunk is due when the audio before it has played for as long as it has been
 generating, so playback stays ahead whenever a request runs faster than real time, and the compute per second of
 audio approaches that of long chunks.
@@ -367,11 +366,11 @@ class Synthesizer:
         cfg_scale: float = 2.5,
         temperature: float = 0.6,
         top_k: int = 80,
-        chunk_frames: int | str = 1,
+        chunk_frames: int | str = "grow",
         **generate_options: Any,
     ) -> SynthesisStream:
         """Start one request; iterate the result for float32 chunks of `chunk_frames` frames at `sample_rate`
-        ("grow": 1, 2, 4, ... frames, see the module doc).
+        ("grow", the default: 1, 2, 4, 8, 8, ... frames, see the module doc).
 
         Text and prompt are checked here, before the first chunk (SynthesisError, TextError, PromptError);
         `generate_options` go to `lm.stream` (top_p, monotonic_prior, max_frames, ...).
