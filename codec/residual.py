@@ -115,7 +115,7 @@ class HiFiGANResLayer(nn.Module):
         residuals = [block(x) for block in self.res_blocks]
         return sum(residuals) / len(residuals)
 
-    def _alphas(self) -> list[torch.Tensor]:
+    def _alphas(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """[row][input, skip] -> (alpha, inv_alpha) stacked over the branches: [n, 1, C / 2, 1] each."""
         snakes = [
             [[getattr(b.res_blocks[row], name).activation.snake_act for b in self.res_blocks] for name in _ACTS]
