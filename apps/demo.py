@@ -59,7 +59,7 @@ class DemoLimits:
 
     max_text_chars: int = 1000
     max_prompt_seconds: float = 60.0  # duration of an uploaded / recorded prompt file
-    chunk_frames: int | str = "grow"  # frames per streamed chunk: 1, 2, 4, 8, 8, ... (Synthesizer.stream)
+    chunk_frames: int | str = "grow"  # frames per streamed chunk: 1, then up to 8 as speed allows (Synthesizer)
 
 
 @dataclass
@@ -323,7 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--chunk-frames",
         default="grow",
-        help='codec frames per streamed chunk, or "grow": 1, 2, 4, 8, 8, ... (default grow)',
+        help='codec frames per streamed chunk, or "grow": single frames, then up to 8 as speed allows (default grow)',
     )
     return p.parse_args(argv)
 

@@ -84,7 +84,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_growing_chunks_in_the_end_to_end_bench(tmp_path):
-    """--chunk-frames grow: the end-to-end rows stream 1, 2, 4, ... frames per chunk (batch 1 through the
+    """--chunk-frames grow: the end-to-end rows stream growing chunks (batch 1 through the
     Synthesizer, batch 2 through the bench's own loop) and record the schedule."""
     out = tmp_path / "bench"
     assert main(["--smoke", "--out", str(out), "--no-progress", "--sections", "e2e", "--chunk-frames", "grow"]) == 0

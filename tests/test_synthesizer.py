@@ -111,18 +111,45 @@ def test_chunk_sizes_and_chunking_does_not_change_audio(tts, models, chunk_frame
 
 
 def test_growing_chunks_start_with_one_frame_and_do_not_change_audio(tts, models):
-    """chunk_frames="grow": 1, 2, 4, 8, 8, ... frames per chunk (the last one whatever is left), the same audio."""
+    """chunk_frames="grow" (the default): single frames first, chunks of at most MAX_GROWN_CHUNK, the same audio."""
+    from tts_lm.synthesizer import MAX_GROWN_CHUNK
+
     *_, wav, sr, _ = models
     options = {**OPTIONS, "max_frames": 20, "min_frames": 20}
     stream = tts.stream(TEXT, wav, sr, seed=3, **options)  # the default
     chunks = list(stream)
-    hop = tts.samples_per_frame
-    assert [c.size // hop for c in chunks] == [1, 2, 4, 8, 5] and stream.stats.frames == 20
+    sizes = [c.size // tts.samples_per_frame for c in chunks]
+    assert sizes[:2] == [1, 1] and max(sizes) <= MAX_GROWN_CHUNK and sum(sizes) == 20 == stream.stats.frames
+    assert max(sizes) > 1  # a tiny model on any machine runs far faster than real time: the chunks grew
     one_by_one = tts.synthesize(TEXT, wav, sr, seed=3, chunk_frames=1, **options)
     np.testing.assert_allclose(np.concatenate(chunks), one_by_one, atol=1e-5)
     for bad in ("fast", 1.5, True):
         with pytest.raises(SynthesisError, match='"grow"'):
             tts.stream(TEXT, wav, sr, chunk_frames=bad)
+
+
+def test_chunk_plan_grows_while_playback_stays_ahead():
+    """The growing schedule from the measured pace: doubles to 8 frames when generation is 4x faster than real time,
+    keeps single frames at real time, halves when it falls behind; fixed sizes stay fixed."""
+    from tts_lm.synthesizer import ChunkPlan, next_grown_chunk
+
+    frame_s = 0.08
+
+    def schedule(rtf: float, chunks: int) -> list[int]:
+        plan, now, sizes = ChunkPlan("grow", frame_s), 0.3, []  # the first chunk after 0.3 s of setup
+        for _ in range(chunks):
+            sizes.append(plan.due)
+            now += 0 if not sizes[:-1] else plan.due * frame_s * rtf
+            plan.delivered(sizes[-1], sizes[-1] * frame_s * rtf, now)
+        return sizes
+
+    assert schedule(0.25, 7) == [1, 1, 2, 4, 8, 8, 8]
+    assert schedule(1.0, 5) == [1, 1, 1, 1, 1]  # real time: no slack to spend on a larger chunk
+    assert next_grown_chunk(4, ahead_s=0.1, seconds_per_frame=0.04) == 2  # behind: halve
+    assert next_grown_chunk(1, ahead_s=0.0, seconds_per_frame=0.04) == 1
+    fixed = ChunkPlan(3, frame_s)
+    fixed.delivered(3, 10.0, 10.0)
+    assert fixed.due == 3
 
 
 def test_long_form_splits_sentences_same_voice_continuous_decoder_state(tts, models):

@@ -2,7 +2,7 @@
 
     tts = Synthesizer.from_pretrained(lm="runs/tts_lm/cpu_12.5fps", codec="runs/codec/cpu_12.5fps")
     stream = tts.stream(text, prompt_wav, prompt_sr, seed=0, cfg_scale=2.5, temperature=0.6, top_k=80)
-    for chunk in stream:            # float32 numpy: 1, 2, 4, 8, 8, ... frames (chunk_frames="grow", see below)
+    for chunk in stream:            # float32 numpy: 1, 1, 2, 4, 8, ... frames as speed allows (see below)
         play(chunk)                 # at tts.sample_rate; chunk_frames=n: n frames each (the last may be shorter)
     stream.stats.ttfa_s, stream.stats.rtf                # time to first audio, real-time factor of this request
     wav = tts.synthesize(text, prompt_wav, prompt_sr, seed=0)   # float32 [T], the joined chunks
@@ -20,11 +20,11 @@ piece, so a request is reproducible.
 Chunk sizes: the decoder's cost per frame falls with the frames decoded per call (CPU profile, 1 thread: 17.8 /
 11.1 / 8.0 ms per 80 ms frame at 1 / 2 / 4 frames per call; paper scale 64 / 49 / 44 ms), because a call's
 per-layer overhead and the weight reads of its first stages are shared by all its frames. `chunk_frames="grow"`
-(the default) starts with one frame (the first audio as early as `chunk_frames=1` gives it) and doubles each chunk up to
-`MAX_GROWN_CHUNK` frames, so the compute per second of audio approaches that of long chunks. A chunk is generated
-while the ones before it play, i.e. for about as many frames of audio as it holds itself: playback stays ahead if
-a frame takes under half its duration to generate (RTF < 0.5; the CPU profile runs at 0.25-0.36 on one core),
-otherwise an early chunk may come a little after the one before it has played (fixed chunks need RTF < 1).
+(the default) starts with single frames (the first audio as early as `chunk_frames=1` gives it) and then doubles
+the chunk, up to `MAX_GROWN_CHUNK` frames, whenever generating the larger chunk at the pace measured so far fits
+in the audio already delivered ahead of playback (`ChunkPlan`); otherwise it keeps or halves the size. So a fast
+machine soon decodes 8 frames per call (CPU profile: 1, 1, 2, 4, 8, 8, ...), and a slow or busy one stays with
+small chunks rather than letting playback run dry.
 
 Long-form: every sentence is generated with the same speaker prompt (same voice), and the decoder's streaming
 state is KEPT across sentence boundaries: the sentences' frames (with `sentence_pause_s` of the codec's own
@@ -76,21 +76,55 @@ class SynthesisError(ValueError):
     """A request that cannot be synthesised (empty or over-long text, mismatched models); says what to do."""
 
 
-def chunk_sizes(chunk_frames: int | str) -> Iterator[int]:
-    """Frames per streamed chunk, one after the other: `n` for ever for an int n >= 1; for "grow" 1, 2, 4, ...
-    up to MAX_GROWN_CHUNK, then that. Raises SynthesisError for anything else."""
+def check_chunk_frames(chunk_frames: int | str) -> None:
+    """SynthesisError unless `chunk_frames` is "grow" or a number of frames >= 1."""
     if chunk_frames == "grow":
-        doubling = (2**i for i in range(MAX_GROWN_CHUNK.bit_length() - 1))  # 1, 2, 4 below 8
-        return itertools.chain(doubling, itertools.repeat(MAX_GROWN_CHUNK))
+        return
     if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
         raise SynthesisError(f'chunk_frames must be a positive number of frames or "grow", got {chunk_frames!r}')
-    return itertools.repeat(chunk_frames)
+
+
+def next_grown_chunk(previous: int, ahead_s: float, seconds_per_frame: float) -> int:
+    """The next chunk of a growing schedule: twice the last one if generating it at `seconds_per_frame` fits in the
+    audio already delivered ahead of real-time playback (`ahead_s`), else the last size if that fits, else half
+    of it; between 1 and MAX_GROWN_CHUNK frames."""
+    for frames in (min(2 * previous, MAX_GROWN_CHUNK), previous):
+        if frames * seconds_per_frame <= ahead_s:
+            return frames
+    return max(1, previous // 2)
+
+
+class ChunkPlan:
+    """How many frames the next streamed chunk gets: `chunk_frames` each for a number; for "grow" single frames
+    first, then `next_grown_chunk` after each chunk, from the pace measured on the chunks since the first (whose
+    time includes the request's setup) and the audio delivered so far, counting playback from the first chunk.
+
+        plan = ChunkPlan("grow", frame_s=0.08)
+        plan.due                                 # frames of the next chunk (1 first)
+        plan.delivered(frames, generate_s, now)  # after each chunk: its frames, its generation time, the clock
+    """
+
+    def __init__(self, chunk_frames: int | str, frame_s: float) -> None:
+        check_chunk_frames(chunk_frames)
+        self.grow = chunk_frames == "grow"
+        self.due = 1 if self.grow else int(chunk_frames)
+        self.frame_s = frame_s
+        self.chunks, self.audio_s, self.first_at = 0, 0.0, 0.0
+
+    def delivered(self, frames: int, generate_s: float, now: float) -> None:
+        self.chunks += 1
+        self.audio_s += frames * self.frame_s
+        if self.chunks == 1:
+            self.first_at = now  # playback starts with the first chunk
+        if self.grow and self.chunks >= 2:  # the first chunk's time includes the prompt, text and prefix
+            ahead_s = self.audio_s - (now - self.first_at)
+            self.due = next_grown_chunk(frames, ahead_s, generate_s / frames)
 
 
 def parse_chunk_frames(value: str) -> int | str:
     """A command line's --chunk-frames: "grow" or a number of frames >= 1; SynthesisError (a ValueError) if not."""
     frames = value if value == "grow" else int(value) if value.isdigit() else 0
-    chunk_sizes(frames)
+    check_chunk_frames(frames)
     return frames
 
 
@@ -371,13 +405,13 @@ class Synthesizer:
         **generate_options: Any,
     ) -> SynthesisStream:
         """Start one request; iterate the result for float32 chunks of `chunk_frames` frames at `sample_rate`
-        ("grow", the default: 1, 2, 4, 8, 8, ... frames, see the module doc).
+        ("grow", the default: single frames, then larger chunks as speed allows; see the module doc).
 
         Text and prompt are checked here, before the first chunk (SynthesisError, TextError, PromptError);
         `generate_options` go to `lm.stream` (top_p, monotonic_prior, max_frames, ...).
         """
         started = time.perf_counter()
-        chunk_sizes(chunk_frames)  # checked before any work
+        check_chunk_frames(chunk_frames)  # before any work
         self.check_text(text)
         clip = self.prepare_prompt(prompt_wav, prompt_sr)
         prompt_codes, kept = self._kept_or_encoded(clip)  # (K, P)
@@ -400,8 +434,7 @@ class Synthesizer:
         options: dict[str, Any],
         stats: SynthesisStats,
     ) -> Iterator[np.ndarray]:
-        sizes = chunk_sizes(chunk_frames)
-        due = next(sizes)  # frames of the next chunk
+        plan = ChunkPlan(chunk_frames, 1.0 / self.frame_rate)
         generator = torch.Generator(device=self.lm.device).manual_seed(int(seed))
         pending: list[torch.Tensor] = []  # frames [1, K, 1] not decoded yet
         dtype = next(self.codec.audio_decoder.parameters()).dtype
@@ -413,6 +446,7 @@ class Synthesizer:
             return audio[0].float().cpu().numpy()
 
         with self.decoders.lease() as decoder, decoder.streaming(1):
+            resumed = time.perf_counter()  # generating since (the consumer's time between chunks is not ours)
             for index, piece in enumerate(pieces):
                 frames = self._frames(piece, prompt_codes, generator, options, stats)
                 if index > 0 and self.pause_codes.shape[2]:
@@ -420,9 +454,12 @@ class Synthesizer:
                 for frame in frames:  # (1, K, 1)
                     pending.append(frame)
                     stats.frames += 1
-                    if len(pending) == due:
-                        yield decode(pending)
-                        pending, due = [], next(sizes)
+                    if len(pending) == plan.due:
+                        audio, now = decode(pending), time.perf_counter()
+                        plan.delivered(len(pending), now - resumed, now)
+                        pending = []
+                        yield audio
+                        resumed = time.perf_counter()
             if pending:
                 yield decode(pending)
 

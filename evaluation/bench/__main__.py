@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--chunk-frames",
         default="1",
-        help='codec frames per streamed chunk, or "grow" for 1, 2, 4, 8, 8, ... (default 1)',
+        help='codec frames per streamed chunk, or "grow": single frames, then up to 8 as speed allows (default 1)',
     )
     p.add_argument("--device", default="cpu", help="torch device of the timed models: cpu or cuda (default cpu)")
     p.add_argument(

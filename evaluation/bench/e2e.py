@@ -35,7 +35,7 @@ from evaluation.bench.harness import PROMPT_TEXT, TEXT, BenchSettings, clock, es
 from text import G2P, PhonemeVocab
 from tts_lm import KoelLM, LMConfig
 from tts_lm.generate import stream_frames
-from tts_lm.synthesizer import Synthesizer, chunk_sizes
+from tts_lm.synthesizer import ChunkPlan, Synthesizer
 
 FPS_KEYS = ("12.5", "21.5")
 
@@ -131,18 +131,20 @@ def request(
     steps = stream_frames(
         tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
     )
-    sizes = chunk_sizes(chunk_frames)
-    due = next(sizes)
+    plan = ChunkPlan(chunk_frames, 1.0 / tts.frame_rate)
+    resumed = clock(device)
     with tts.codec.streaming(batch):
         for step in steps:
             pending.append(step.frame)  # (B, K, 1)
             emitted += 1
-            if len(pending) < due and emitted < frames:
+            if len(pending) < plan.due and emitted < frames:
                 continue
             audio = tts.codec.decode(torch.cat(pending, dim=2))  # (B, n * hop): n frames of every row
-            samples, pending, due = samples + audio.shape[-1], [], next(sizes)
+            now = clock(device)
+            plan.delivered(len(pending), now - resumed, now)
+            samples, pending, resumed = samples + audio.shape[-1], [], now
             if ttfa is None:
-                ttfa = clock(device) - start
+                ttfa = now - start
     compute = clock(device) - start
     steps = -(-emitted // tts.lm.config.frames_per_step)
     return dict(ttfa_s=ttfa, compute_s=compute, audio_s=samples / tts.sample_rate, frames=emitted, lm_steps=steps)

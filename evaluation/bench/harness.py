@@ -49,7 +49,7 @@ class BenchSettings:
     e2e_seconds: float = 6.0  # audio per request (fixed length: EOS suppressed)
     batch_sizes: tuple[int, ...] = (1, 8)
     e2e_repeats: int = 3
-    chunk_frames: int | str = 1  # codec frames per streamed chunk (1 = 80 ms at 12.5 FPS), or "grow" (1, 2, 4, 8, ...)
+    chunk_frames: int | str = 1  # codec frames per streamed chunk (1 = 80 ms at 12.5 FPS), or "grow" (ChunkPlan)
     # 2. codec speed vs peers
     paper_codecs: tuple[str, ...] = (
         "configs/codec/nanocodec_12.5fps_1.1kbps.yaml",
