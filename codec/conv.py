@@ -70,7 +70,7 @@ def gemm_layout(batch: int, num_out: int, out_channels: int) -> str | None:
         return None
     if batch == 1 and num_out >= out_channels:
         return "columns"
-    return "rows" if batch * num_out < out_channels or batch == 1 else None
+    return "rows" if batch * num_out < out_channels else None
 
 
 def gemm_weight(weight: torch.Tensor) -> torch.Tensor:

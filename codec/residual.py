@@ -29,6 +29,7 @@ from common.derived import DerivedWeight, version_key
 # outweighs the copies stacking adds (measured, 1 thread: CPU decoder 17.6 -> 15.9 ms per 1-frame chunk; applied
 # to every stage of 8-frame chunks it cost 6.3 -> 6.9 ms per frame, and 4 % at paper scale)
 STACK_MAX_VALUES = 16384
+_ACTS = ("input_activation", "skip_activation")  # a ResidualBlock's two activations
 
 
 def make_conv(
@@ -107,6 +108,15 @@ class HiFiGANResLayer(nn.Module):
             [HiFiGANResBlock(channels, k, dilations, activation, causal, pad_mode) for k in kernel_sizes]
         )
         self.stackable = activation.lower() == "half_snake"
+        # the branches' Snake modules per block row, [row][input, skip][branch] (plain references, not submodules)
+        self.branch_snakes = (
+            [
+                [[getattr(b.res_blocks[row], name).activation.snake_act for b in self.res_blocks] for name in _ACTS]
+                for row in range(len(dilations))
+            ]
+            if self.stackable
+            else []
+        )
         self.stacked_alphas = DerivedWeight()  # per block row: (alpha, 1 / (alpha + eps)) of every branch, stacked
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,10 +127,7 @@ class HiFiGANResLayer(nn.Module):
 
     def _alphas(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """[row][input, skip] -> (alpha, inv_alpha) stacked over the branches: [n, 1, C / 2, 1] each."""
-        snakes = [
-            [[getattr(b.res_blocks[row], name).activation.snake_act for b in self.res_blocks] for name in _ACTS]
-            for row in range(len(self.res_blocks[0].res_blocks))
-        ]
+        snakes = self.branch_snakes
 
         def stack() -> list:
             return [
@@ -144,6 +151,3 @@ class HiFiGANResLayer(nn.Module):
             res = torch.stack([block.skip_conv(act[i]) for i, block in enumerate(blocks)])
             stacked = stacked + res
         return sum(stacked.unbind(0)) / branches
-
-
-_ACTS = ("input_activation", "skip_activation")
