@@ -111,12 +111,12 @@ def test_chunk_sizes_and_chunking_does_not_change_audio(tts, models, chunk_frame
 
 
 def test_growing_chunks_start_with_one_frame_and_do_not_change_audio(tts, models):
-    """chunk_frames="grow" (the default): single frames first, chunks of at most MAX_GROWN_CHUNK, the same audio."""
+    """chunk_frames="grow": single frames first, chunks of at most MAX_GROWN_CHUNK, the same audio."""
     from tts_lm.synthesizer import MAX_GROWN_CHUNK
 
     *_, wav, sr, _ = models
     options = {**OPTIONS, "max_frames": 20, "min_frames": 20}
-    stream = tts.stream(TEXT, wav, sr, seed=3, **options)  # the default
+    stream = tts.stream(TEXT, wav, sr, seed=3, chunk_frames="grow", **options)
     chunks = list(stream)
     sizes = [c.size // tts.samples_per_frame for c in chunks]
     assert sizes[:2] == [1, 1] and max(sizes) <= MAX_GROWN_CHUNK and sum(sizes) == 20 == stream.stats.frames

@@ -2,8 +2,8 @@
 
     tts = Synthesizer.from_pretrained(lm="runs/tts_lm/cpu_12.5fps", codec="runs/codec/cpu_12.5fps")
     stream = tts.stream(text, prompt_wav, prompt_sr, seed=0, cfg_scale=2.5, temperature=0.6, top_k=80)
-    for chunk in stream:            # float32 numpy: 1, 1, 2, 4, 8, ... frames as speed allows (see below)
-        play(chunk)                 # at tts.sample_rate; chunk_frames=n: n frames each (the last may be shorter)
+    for chunk in stream:            # float32 numpy [chunk_frames * samples_per_frame] at tts.sample_rate
+        play(chunk)                 # (the last chunk may be shorter; chunk_frames="grow": see below)
     stream.stats.ttfa_s, stream.stats.rtf                # time to first audio, real-time factor of this request
     wav = tts.synthesize(text, prompt_wav, prompt_sr, seed=0)   # float32 [T], the joined chunks
 
@@ -20,11 +20,13 @@ piece, so a request is reproducible.
 Chunk sizes: the decoder's cost per frame falls with the frames decoded per call (CPU profile, 1 thread: 17.8 /
 11.1 / 8.0 ms per 80 ms frame at 1 / 2 / 4 frames per call; paper scale 64 / 49 / 44 ms), because a call's
 per-layer overhead and the weight reads of its first stages are shared by all its frames. `chunk_frames="grow"`
-(the default) starts with single frames (the first audio as early as `chunk_frames=1` gives it) and then doubles
+(the demo's choice) starts with single frames (the first audio as early as `chunk_frames=1` gives it) and then doubles
 the chunk, up to `MAX_GROWN_CHUNK` frames, whenever generating the larger chunk at the pace measured so far fits
 in the audio already delivered ahead of playback (`ChunkPlan`); otherwise it keeps or halves the size. So a fast
 machine soon decodes 8 frames per call (CPU profile: 1, 1, 2, 4, 8, 8, ...), and a slow or busy one stays with
-small chunks rather than letting playback run dry.
+small chunks rather than letting playback run dry. The chunking then depends on the machine's speed, and with it
+the decoded audio's last bits (~1e-6: chunks of other lengths round differently), so the default stays
+`chunk_frames=1`: the same request gives the same samples everywhere.
 
 Long-form: every sentence is generated with the same speaker prompt (same voice), and the decoder's streaming
 state is KEPT across sentence boundaries: the sentences' frames (with `sentence_pause_s` of the codec's own
@@ -401,11 +403,11 @@ class Synthesizer:
         cfg_scale: float = 2.5,
         temperature: float = 0.6,
         top_k: int = 80,
-        chunk_frames: int | str = "grow",
+        chunk_frames: int | str = 1,
         **generate_options: Any,
     ) -> SynthesisStream:
         """Start one request; iterate the result for float32 chunks of `chunk_frames` frames at `sample_rate`
-        ("grow", the default: single frames, then larger chunks as speed allows; see the module doc).
+        ("grow": single frames, then larger chunks as speed allows; see the module doc).
 
         Text and prompt are checked here, before the first chunk (SynthesisError, TextError, PromptError);
         `generate_options` go to `lm.stream` (top_p, monotonic_prior, max_frames, ...).
