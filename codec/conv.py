@@ -154,11 +154,20 @@ def pad_edges(x: torch.Tensor, padding: int, mode: str) -> torch.Tensor:
 
 
 def conv1d(
-    x: torch.Tensor, conv: nn.Conv1d | nn.ConvTranspose1d, channels_last: bool, bias: bool = True
+    x: torch.Tensor,
+    conv: nn.Conv1d | nn.ConvTranspose1d,
+    channels_last: bool,
+    bias: bool = True,
+    left_zeros: int = 0,
 ) -> torch.Tensor:
     """conv(x) for x [B, C_in, T] (conv's own padding mode), plain or as a channels-last 2-D conv over
     [B, C_in, 1, T] (see the module doc); [B, C_out, T'] either way. `bias=False` (transposed convs) leaves the
-    bias out."""
+    bias out; `left_zeros` zero samples go before x (a causal conv's offline history).
+
+    Channels-last pads the 4-D tensor itself (torch's padding kernels keep that layout), so in training every
+    activation and gradient stays time-major: a pad of the 3-D view comes back in [B, C, T] order, and each such
+    switch costs a copy forward and a mixed-layout elementwise op backward (leaky ReLU's backward ran 25x slower
+    on mixed layouts than on matching ones)."""
     b = conv.bias if bias else None
     transposed = isinstance(conv, nn.ConvTranspose1d)
     if not channels_last and transposed:
@@ -166,11 +175,18 @@ def conv1d(
             x, conv.weight, b, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
         )
     padding = conv.padding[0]
-    if not transposed and conv.padding_mode != "zeros" and padding:
-        x, padding = pad_edges(x, padding, conv.padding_mode), 0
+    pad_mode = conv.padding_mode if not transposed and conv.padding_mode != "zeros" and padding else None
     if not channels_last:
+        if left_zeros:
+            x = F.pad(x, (left_zeros, 0))
+        if pad_mode is not None:
+            x, padding = pad_edges(x, padding, pad_mode), 0
         return F.conv1d(x, conv.weight, b, conv.stride, padding, conv.dilation, conv.groups)
     x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C_in, 1, T) stored (B, 1, T, C_in)
+    if left_zeros:
+        x4 = F.pad(x4, (left_zeros, 0, 0, 0))
+    if pad_mode is not None:
+        x4, padding = F.pad(x4, (padding, padding, 0, 0), mode=pad_mode), 0
     w4 = conv.weight.unsqueeze(2)  # (C_out, C_in / groups, 1, k), or (C_in, C_out / groups, 1, k) transposed
     stride, dilation = (1, conv.stride[0]), (1, conv.dilation[0])
     if isinstance(conv, nn.ConvTranspose1d):
@@ -185,8 +201,8 @@ class ConvLayer(nn.Module):
 
     channels_last: bool = False
 
-    def run_conv(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
-        return conv1d(x, self.conv, self.channels_last, bias)
+    def run_conv(self, x: torch.Tensor, bias: bool = True, left_zeros: int = 0) -> torch.Tensor:
+        return conv1d(x, self.conv, self.channels_last, bias, left_zeros)
 
 
 class Conv1dNorm(ConvLayer):
@@ -270,26 +286,34 @@ class CausalConv1dNorm(StreamingModule[ConvState], ConvLayer):
         return ConvState(like.new_zeros(batch_size, self.in_channels, self.padding_total))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_streaming:  # offline the history is P zeros: the conv pads them, and there is no state
+            num_out = max(0, (self.padding_total + x.shape[-1] - self.effective_kernel) // self.stride + 1)
+            if num_out == 0:
+                return x.new_zeros(x.shape[0], self.out_channels, 0)
+            return self._conv(x, num_out, left_zeros=self.padding_total)
         state = self.get_state(x.shape[0])
         x = torch.cat([state.history, x], dim=-1)  # (B, C_in, P + T)
         num_out = max(0, (x.shape[-1] - self.effective_kernel) // self.stride + 1)
         if num_out == 0:  # a streaming chunk too short for one output yet
             self.set_state(ConvState(x))
             return x.new_zeros(x.shape[0], self.out_channels, 0)
-        used = (num_out - 1) * self.stride + self.effective_kernel
-        y = self._conv(x[..., :used], num_out)  # (B, C_out, num_out)
+        y = self._conv(x, num_out)  # (B, C_out, num_out)
         # a copy, not a view: a view would keep the whole input chunk alive in the state (GBs for long chunks)
         self.set_state(ConvState(x[..., num_out * self.stride :].clone()))
         return y
 
-    def _conv(self, x: torch.Tensor, num_out: int) -> torch.Tensor:
-        """The unpadded conv of x [B, C_in, L]: one matmul for short inputs without autograd, else torch's conv."""
+    def _conv(self, x: torch.Tensor, num_out: int, left_zeros: int = 0) -> torch.Tensor:
+        """The first num_out outputs of the unpadded conv of [left_zeros zeros | x [B, C_in, L]] (samples past
+        the last full window go unused): one matmul for short inputs without autograd, else torch's conv."""
         conv = self.conv
         layout = None
         if not torch.is_grad_enabled() and conv.groups == 1 and x.device.type == "cpu":
             layout = gemm_layout(x.shape[0], num_out, self.out_channels)
         if layout is None:
-            return self.run_conv(x)
+            return self.run_conv(x, left_zeros=left_zeros)
+        if left_zeros:
+            x = F.pad(x, (left_zeros, 0))
+        x = x[..., : (num_out - 1) * self.stride + self.effective_kernel]
         # the layouts are rebuilt when the stored weight changes (in place: _version; replaced, moved, cast:
         # data_ptr); with weight norm the stored tensors are its parametrization's (conv.weight is new on every access)
         stored = list(conv.parametrizations.weight.parameters()) if parametrize.is_parametrized(conv) else [conv.weight]
@@ -336,14 +360,15 @@ class CausalConvTranspose1dNorm(StreamingModule[TransposeState], ConvLayer):
         return TransposeState(like.new_zeros(batch_size, self.out_channels, self.trim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        state = self.get_state(x.shape[0])
         n = x.shape[-1] * self.stride
         if n == 0:
             return x.new_zeros(x.shape[0], self.out_channels, 0)
         # (B, C_out, T * stride + trim), bias added only to emitted samples so the tail carries none
         y = self.run_conv(x, bias=False)
-        y = torch.cat([y[..., : self.trim] + state.tail, y[..., self.trim :]], dim=-1)
-        self.set_state(TransposeState(y[..., n:].clone()))  # a copy: a view would keep all of y alive
+        if self.is_streaming:  # offline the tail is zeros and the overhang is dropped: nothing to add or keep
+            state = self.get_state(x.shape[0])
+            y = torch.cat([y[..., : self.trim] + state.tail, y[..., self.trim :]], dim=-1)
+            self.set_state(TransposeState(y[..., n:].clone()))  # a copy: a view would keep all of y alive
         out = y[..., :n]
         if self.conv.bias is not None:
             out = out + self.conv.bias[None, :, None]
