@@ -242,6 +242,38 @@ def test_fused_snake_is_bit_identical_and_follows_alpha():
     assert torch.equal(act(x).detach(), reference())  # autograd path unchanged
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_snake_training_function_equals_autograd(channels_last, monkeypatch):
+    """The training path (_HalfSnakeFunction: leaky ReLU over all channels, the snake half computed in its own
+    block, gradients written out) against autograd of the formula: the same output bits, gradients to float
+    rounding, and the input's memory layout kept for the output and the input gradient."""
+    from codec.activations import HalfSnake
+
+    torch.manual_seed(0)
+    for channels, length in ((17, 30), (8, 500)):
+        act = HalfSnake(channels)
+        with torch.no_grad():
+            act.snake_act.alpha.uniform_(0.2, 3.0)
+        x0 = torch.randn(3, channels, 1, length) * 2
+        grad = torch.randn(3, channels, 1, length)
+        if channels_last:  # [B, C, T] stored time-major, as the channels-last convs hand it over
+            x0, grad = (t.to(memory_format=torch.channels_last) for t in (x0, grad))
+        x0, grad = x0.squeeze(2), grad.squeeze(2)
+        results = []
+        for fused in (True, False):
+            monkeypatch.setattr(HalfSnake, "fused_backward", fused)
+            x = x0.clone().requires_grad_(True)
+            act.zero_grad()
+            out = act(x)
+            out.backward(grad)
+            results.append((out.detach(), x.grad, act.snake_act.alpha.grad.clone()))
+        (out, grad_x, grad_alpha), (ref, ref_x, ref_alpha) = results
+        assert torch.equal(out, ref)
+        torch.testing.assert_close(grad_x, ref_x, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(grad_alpha, ref_alpha, rtol=1e-5, atol=1e-5 * float(ref_alpha.abs().max()))
+        assert out.stride() == x0.stride() and grad_x.stride() == x0.stride()
+
+
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 3), (2, 1)])
 def test_gemm_conv_equals_torch_conv(stride, dilation):
     from codec.conv import columns_conv1d, gemm_conv1d, gemm_weight

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from codec.activations import HalfSnake
 from codec.conv import set_channels_last
 from codec.dataset import CropDataset, read_audio_manifest, split_items
 from codec.discriminators import Discriminator
@@ -49,13 +50,15 @@ def test_shared_stft_loss_equals_the_plain_loss():
     torch.testing.assert_close(grad, fake.grad, rtol=1e-5, atol=1e-6 * float(fake.grad.abs().max()))
 
 
-def test_channels_last_convs_equal_plain_convs():
-    """Generator (encoder, FSQ, causal decoder, grouped transposed convs) and discriminators: outputs and gradients."""
+def test_channels_last_convs_equal_plain_convs(monkeypatch):
+    """Generator (encoder, FSQ, causal decoder, grouped transposed convs) and discriminators: outputs and gradients;
+    the plain side also takes autograd's half-snake (the training path's written-out gradient is the speed side's)."""
     model = NanoCodec.from_config("configs/codec/quick_12.5fps.yaml", ["encoder.base_channels=4"])
     disc = Discriminator(tiny_disc_config(slm=False), 22050)
     wav = torch.randn(2, 3 * model.samples_per_frame) * 0.1
     results = []
     for channels_last in (False, True):
+        monkeypatch.setattr(HalfSnake, "fused_backward", channels_last)
         set_channels_last(model, channels_last)
         disc.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         out = model(wav).audio
@@ -72,9 +75,10 @@ def test_channels_last_convs_equal_plain_convs():
 
 
 @pytest.mark.slow
-def test_optimised_training_matches_the_plain_path(corpus):  # noqa: F811
+def test_optimised_training_matches_the_plain_path(corpus, monkeypatch):  # noqa: F811
     """12 training steps (the GAN from step 4: D updates, LSGAN, feature matching, the tiny WavLM) from the same
-    seed: at every step the speed path's train_step (channels-last convs) runs from the plain path's state, and its
+    seed: at every step the speed path's train_step (channels-last convs, the half-snake's written-out gradient)
+    runs from the plain path's state (torch's layout, autograd's half-snake), and its
     losses and gradient norms equal the plain step's to 1e-4 (golden values made here by the plain path, which then
     continues). Step by step, because Adam's first updates (about lr x sign(gradient)) turn the last-bit rounding
     differences of near-zero gradients into lr-sized weight differences, which a GAN then amplifies."""
@@ -94,6 +98,7 @@ def test_optimised_training_matches_the_plain_path(corpus):  # noqa: F811
         for fast in (True, False):  # the plain step last: its state is the one that carries on
             g, d, o_g, o_d = copy.deepcopy((generator, disc, opt_g, opt_d)) if fast else (generator, disc, opt_g, opt_d)
             speed_up(g, d, losses, replace(cfg, channels_last=fast))
+            monkeypatch.setattr(HalfSnake, "fused_backward", fast)
             logs[fast] = train_step(step, crops[step], g, d, o_g, o_d, losses, cfg, accelerator)
         assert logs[True].keys() == logs[False].keys() and ("loss/gan" in logs[True]) == (step >= 4)
         for key, plain in logs[False].items():
