@@ -38,6 +38,7 @@ from alignment.pairs import load_pairs
 from alignment.scoring import weights_hash
 from common.config import save_config
 from common.fileio import write_json_atomic
+from common.optim import adam
 from text.vocab import PhonemeVocab
 from tts_lm.model import KoelLM, LMBatch
 from tts_lm.synthesizer import VOCAB_NAME
@@ -187,7 +188,7 @@ def train(cfg: AlignConfig) -> Path:
     torch.manual_seed(t.seed)
     policy = KoelLM.from_pretrained(cfg.lm).train()
     reference = KoelLM.from_pretrained(cfg.lm, device=accelerator.device).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(param_groups(policy, t.optim.weight_decay), lr=t.optim.lr, betas=t.optim.betas)
+    optimizer = adam(param_groups(policy, t.optim.weight_decay), decoupled=True, lr=t.optim.lr, betas=t.optim.betas)
     state, checkpoint = TrainState(), out / "checkpoint"
     source = {"lm_hash": pairs_meta["lm_hash"], "pairs_plan": pairs_meta["plan"]}
     if (checkpoint / "train_state.json").is_file():

@@ -47,6 +47,7 @@ from codec.losses import (
 from codec.model import WEIGHTS_NAME, CodecConfig, CodecError, NanoCodec, calibrate_latents
 from codec.speaker import SpeakerConsistencyLoss, build_speaker_encoder
 from common.config import ConfigError, config_to_dict, load_config, save_config
+from common.optim import adam
 
 
 @dataclass
@@ -380,10 +381,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     discriminator = Discriminator(cfg.discriminator, sr)
     losses = Losses(cfg.loss, sr).to(accelerator.device)
     speed_up(generator, discriminator, losses, cfg)
-    opt_g = torch.optim.Adam(
-        generator_param_groups(generator, cfg.optim), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
-    )
-    opt_d = torch.optim.Adam(
+    opt_g = adam(generator_param_groups(generator, cfg.optim), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    opt_d = adam(
         [p for p in discriminator.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
     )
     start_step, resumed = 0, latest_checkpoint(out_dir)

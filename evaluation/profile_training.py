@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from common.optim import adam
+
 
 def _ms(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm-up
@@ -111,7 +113,7 @@ def profile_codec(config: str, overrides: list[str], repeats: int = 3) -> list[t
     discriminator.set_trainable(True)
     rows.append(("weight norm, D (all weights, x3 per GAN step)", *_weight_norm_ms(discriminator, repeats)))
     for name, params in (("Adam step, G", g_params), ("Adam step, D", d_params)):
-        opt = torch.optim.Adam(params, lr=1e-4)
+        opt = adam(params, lr=1e-4)
         for p in params:
             p.grad = torch.randn_like(p)
         rows.append((name, _ms(opt.step, repeats), 0.0))
@@ -123,8 +125,8 @@ def profile_codec(config: str, overrides: list[str], repeats: int = 3) -> list[t
     rows.append(("data: crop a batch (cached audio)", _ms(lambda: crops[1], repeats), 0.0))
 
     accelerator = Accelerator(cpu=True)
-    opt_g = torch.optim.Adam(g_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
-    opt_d = torch.optim.Adam(d_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    opt_g = adam(g_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    opt_d = adam(d_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     args = (generator, discriminator, opt_g, opt_d, losses, cfg, accelerator)
     gan = max(cfg.gan_start_step, 0)
     if gan > 0:

@@ -74,6 +74,40 @@ def test_channels_last_convs_equal_plain_convs(monkeypatch):
         torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adam_equals_the_plain_loop(decoupled):
+    """common.optim.adam (torch's fused kernel) against torch's per-tensor loop: 5 steps with param groups, weight
+    decay (AdamW) and a group without it; parameters and optimizer state agree to float rounding, and the state
+    dict loads into either."""
+    from common.optim import adam
+
+    torch.manual_seed(0)
+    shapes = [(64, 33), (33,), (7, 5, 3)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(5)]
+    kwargs = dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1 if decoupled else 0.0)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    results = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        groups = [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
+        opt = adam(groups, decoupled=decoupled, **kwargs) if fused else cls(groups, foreach=False, **kwargs)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        results.append((params, opt))
+    (fused_params, fused_opt), (plain_params, plain_opt) = results
+    assert any(not torch.equal(p, q) for p, q in zip(fused_params, start, strict=True))  # it did move them
+    for p, q in zip(fused_params, plain_params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    for p, q in zip(fused_params, plain_params, strict=True):
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(fused_opt.state[p][key], plain_opt.state[q][key], rtol=1e-6, atol=1e-9)
+    plain_opt.load_state_dict(fused_opt.state_dict())
+    fused_opt.load_state_dict(plain_opt.state_dict())
+
+
 @pytest.mark.slow
 def test_optimised_training_matches_the_plain_path(corpus, monkeypatch):  # noqa: F811
     """12 training steps (the GAN from step 4: D updates, LSGAN, feature matching, the tiny WavLM) from the same

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from common.config import load_config, save_config
 from common.fileio import atomic_path, write_json_atomic
+from common.optim import adam
 from tts_lm.config import LMConfig
 from tts_lm.dataset import DataConfig, PromptedUtterances, read_tokens
 from tts_lm.model import CONFIG_NAME, KoelLM, LMBatch
@@ -309,7 +310,8 @@ def train(cfg: TrainConfig) -> Path:
 
     torch.manual_seed(cfg.seed)
     model = KoelLM(cfg.model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
+    groups = param_groups(model, cfg.optim.weight_decay)
+    optimizer = adam(groups, decoupled=True, lr=cfg.optim.lr, betas=cfg.optim.betas)
     state = TrainState()
     checkpoint = out / "checkpoint"
     if cfg.restart_on_new_tokens:

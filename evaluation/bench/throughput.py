@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from codec import CodecConfig, NanoCodec
 from common.config import config_from_dict, load_config
+from common.optim import adam
 from evaluation.bench.harness import LONG_TEXT, TEXT, BenchSettings, espeak_speech, median, timed
 from text import G2P, PhonemeVocab, split_sentences
 
@@ -138,8 +139,8 @@ def _codec_training(config: str, settings: BenchSettings, accelerator) -> dict[s
     cfg, real, generator, discriminator, losses = codec_training_setup(config, list(settings.codec_train_overrides))
     sr, segment = cfg.model.sample_rate, real.shape[1]
     betas, lr = tuple(cfg.optim.betas), cfg.optim.lr
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam([p for p in discriminator.parameters() if p.requires_grad], lr=lr, betas=betas)
+    opt_g = adam(generator.parameters(), lr=lr, betas=betas)  # codec.train's optimizers
+    opt_d = adam([p for p in discriminator.parameters() if p.requires_grad], lr=lr, betas=betas)
     generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
     generator.train()
     discriminator.train()
@@ -221,7 +222,7 @@ def lm_training_setup(
     lm_cfg = train_cfg.model.with_tokens(meta)
     torch.manual_seed(0)
     model = KoelLM(lm_cfg).train()
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.optim.weight_decay), lr=1e-4)
+    optimizer = adam(param_groups(model, train_cfg.optim.weight_decay), decoupled=True, lr=1e-4)
     frames, prompt = lm_cfg.seconds_to_frames(seconds), lm_cfg.seconds_to_frames(PROMPT_SECONDS)
     length = prompt + len(ids) + 2 + frames + 1  # prompt | BOS text EOS | audio frames + EOS
     b = rows or min(train_cfg.data.max_batch_size, max(1, train_cfg.data.max_tokens // length))
