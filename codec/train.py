@@ -46,7 +46,7 @@ from codec.losses import (
 )
 from codec.model import WEIGHTS_NAME, CodecConfig, CodecError, NanoCodec, calibrate_latents
 from codec.speaker import SpeakerConsistencyLoss, build_speaker_encoder
-from common.config import ConfigError, config_to_dict, load_config, save_config
+from common.config import ConfigError, config_to_dict, load_config, mixed_precision, save_config
 from common.optim import adam
 
 
@@ -333,14 +333,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(
-            f"mixed_precision={cfg.mixed_precision!r}: use no, fp16 or bf16 (on the command line quote no, which "
-            """YAML reads as false: 'mixed_precision="no"')"""
-        )
+    precision = mixed_precision("mixed_precision", cfg.mixed_precision)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=precision)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError(
             "codec.train does not run under DeepSpeed: accelerate drives one model per DeepSpeed engine and ZeRO "

@@ -90,3 +90,15 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
         write_text_atomic(path, json.dumps(config_to_dict(cfg), indent=2) + "\n")
     else:
         write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+PRECISIONS = ("no", "fp16", "bf16")  # accelerate's mixed_precision values
+
+
+def mixed_precision(key: str, value: str) -> str:
+    """A config's mixed-precision setting as accelerate takes it: no, fp16 or bf16. YAML reads a bare `no` as false,
+    which reaches a str field as "False": that means "no" too. Anything else raises ConfigError naming `key`."""
+    value = "no" if str(value).lower() in ("false", "no") else str(value).lower()
+    if value not in PRECISIONS:
+        raise ConfigError(f"{key}={value!r}: use no, fp16 or bf16")
+    return value

@@ -180,6 +180,15 @@ def test_make_knows_the_gpu_profile(tmp_path):
     assert "configs/lm/gpu.yaml" in out
 
 
+def test_mixed_precision_setting_reads_yaml_no_and_names_bad_values():
+    from common.config import ConfigError, mixed_precision
+
+    assert mixed_precision("precision", "False") == "no"  # `precision=no` on a command line: YAML's false
+    assert mixed_precision("precision", "no") == "no" and mixed_precision("precision", "BF16") == "bf16"
+    with pytest.raises(ConfigError, match="mixed_precision='fp8': use no, fp16 or bf16"):
+        mixed_precision("mixed_precision", "fp8")
+
+
 @pytest.mark.slow
 def test_gpu_profile_trains_tiny_on_cpu(corpus, tmp_path):  # noqa: F811
     """Its recipe on CPU at tiny size: reconstruction only, then the GAN and the speaker loss join at the half."""
@@ -187,7 +196,7 @@ def test_gpu_profile_trains_tiny_on_cpu(corpus, tmp_path):  # noqa: F811
     from common.config import load_config
 
     overrides = [*TINY_MODEL, "max_steps=4", "gan_start_step=2", "loss.speaker_start_step=2", "compile=false"]
-    overrides += ['mixed_precision="no"', f"data.manifest={corpus / 'manifest.jsonl'}", f"out_dir={tmp_path / 'gpu'}"]
+    overrides += ["mixed_precision=no", f"data.manifest={corpus / 'manifest.jsonl'}", f"out_dir={tmp_path / 'gpu'}"]
     result = train(load_config(TrainConfig, "configs/codec/gpu_12.5fps.yaml", overrides))
     terms = [sorted(k for k in h if k.startswith("loss/")) for h in result.history]
     assert terms[0] == terms[1] == ["loss/generator", "loss/mel", "loss/stft"]

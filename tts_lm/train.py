@@ -40,7 +40,7 @@ from accelerate.utils import DistributedType
 from torch import nn
 from tqdm import tqdm
 
-from common.config import load_config, save_config
+from common.config import load_config, mixed_precision, save_config
 from common.fileio import atomic_path, write_json_atomic
 from common.optim import adam
 from tts_lm.config import LMConfig
@@ -290,10 +290,9 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) into cfg.out_dir; returns the folder of the final model."""
     if not cfg.out_dir:
         raise ValueError("out_dir is not set: pass out_dir=runs/tts_lm/NAME")
-    if cfg.precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"precision={cfg.precision!r}: use no, bf16 or fp16")
+    precision = mixed_precision("precision", cfg.precision)
     out = Path(cfg.out_dir)
-    accelerator = Accelerator(mixed_precision=cfg.precision, cpu=cfg.cpu)
+    accelerator = Accelerator(mixed_precision=precision, cpu=cfg.cpu)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     ds, meta = read_tokens(cfg.data.tokens)
