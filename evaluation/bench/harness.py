@@ -62,7 +62,7 @@ class BenchSettings:
     codec_repeats: int = 3
     # 3. throughput
     tokenize_seconds: float = 60.0  # audio tokenised per codec
-    train_steps: int = 2  # timed steps after one warm-up step
+    train_steps: int = 4  # timed steps after one warm-up step (2 moved a training row by up to 10 % between runs)
     codec_train_overrides: tuple[str, ...] = ()
     lm_train_rows: int = 0  # 0 = as many as the profile's token budget fits
     notes: list[str] = field(default_factory=list)
