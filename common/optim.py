@@ -4,10 +4,10 @@
     opt = adam(groups, lr=1.5e-3, betas=(0.9, 0.95), decoupled=True)       # AdamW (the LMs), weight decay per group
 
 torch's default Adam on a CPU loops over the parameters one tensor at a time, several passes over each (the LM's
-16152 x 256 output layer alone: ~20 ms a step on one thread); the fused kernel does one pass over all of them
-(LM optimizer step 60 -> 10-14 ms, one AMD EPYC thread), and on a GPU one launch instead of hundreds. The update is
-the same formula; the values agree to float rounding (tests/test_codec_speed.py). The state dict has the same
-entries, so checkpoints of either load into the other.
+16152 x 256 output layer and its embedding: ~30 ms a step on one thread); the fused kernel does one pass over all
+of them (LM optimizer step 60 -> 10-14 ms, one AMD EPYC thread), and on a GPU one launch instead of hundreds. The
+update is the same formula; the values agree to float rounding (tests/test_codec_speed.py). The state dict has the
+same entries, so checkpoints of either load into the other.
 """
 
 from __future__ import annotations
