@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.derived import DerivedWeight, version_key
+
 ACTIVATIONS = ("lrelu", "elu", "snake", "half_snake")
 SNAKE_EPS = 1e-9
 
@@ -99,16 +101,17 @@ class Snake(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
-        self._inv_alpha: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
+        self._inv_alpha = DerivedWeight()  # 1 / (alpha + eps), remade when alpha changes
 
     def inv_alpha(self) -> torch.Tensor:
         """1 / (alpha + eps) [1, C, 1], recomputed only when alpha changed (in place, moved or replaced)."""
         a = self.alpha
-        key = (a._version, a.data_ptr(), a.dtype)
-        if self._inv_alpha is None or self._inv_alpha[0] != key:
+
+        def make() -> torch.Tensor:
             with torch.no_grad():
-                self._inv_alpha = (key, (a + SNAKE_EPS).reciprocal())
-        return self._inv_alpha[1]
+                return (a + SNAKE_EPS).reciprocal()
+
+        return self._inv_alpha.get(version_key(a), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _needs_autograd(x, self.alpha):
