@@ -36,7 +36,7 @@ from alignment.config import AlignConfig, LossConfig
 from alignment.losses import PreferenceLoss, dpo_loss, rpo_loss, sequence_logprobs
 from alignment.pairs import load_pairs
 from alignment.scoring import weights_hash
-from common.config import save_config
+from common.config import mixed_precision, save_config
 from common.fileio import write_json_atomic
 from common.optim import adam
 from text.vocab import PhonemeVocab
@@ -166,8 +166,7 @@ def train(cfg: AlignConfig) -> Path:
     t = cfg.train
     if not cfg.out_dir or not cfg.lm:
         raise ValueError("lm and out_dir must be set: lm=runs/tts_lm/NAME out_dir=runs/align/NAME")
-    if t.precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"train.precision={t.precision!r}: use no, bf16 or fp16")
+    precision = mixed_precision("train.precision", t.precision)
     if cfg.loss.kind not in ("dpo", "rpo"):
         raise ValueError(f"loss.kind={cfg.loss.kind!r}: use dpo or rpo")
     out = Path(cfg.out_dir)
@@ -177,7 +176,7 @@ def train(cfg: AlignConfig) -> Path:
             f"{out}/pairs were sampled from another LM than lm={cfg.lm}; DPO needs pairs of the model it trains "
             f"(rerun `python -m alignment pairs ...` into a new out_dir)"
         )
-    accelerator = Accelerator(mixed_precision=t.precision, cpu=t.cpu)
+    accelerator = Accelerator(mixed_precision=precision, cpu=t.cpu)
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     train_data = PairData(ds, "train", t.batch_size, seed=t.seed)
