@@ -189,7 +189,7 @@ def conv1d(
         x4, padding = F.pad(x4, (padding, padding, 0, 0), mode=pad_mode), 0
     w4 = conv.weight.unsqueeze(2)  # (C_out, C_in / groups, 1, k), or (C_in, C_out / groups, 1, k) transposed
     stride, dilation = (1, conv.stride[0]), (1, conv.dilation[0])
-    if isinstance(conv, nn.ConvTranspose1d):
+    if transposed:
         y = F.conv_transpose2d(x4, w4, b, stride, (0, padding), (0, conv.output_padding[0]), conv.groups, dilation)
     else:
         y = F.conv2d(x4, w4, b, stride, (0, padding), dilation, conv.groups)
