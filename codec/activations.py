@@ -133,7 +133,7 @@ class HalfSnake(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, alpha = self.snake_channels, self.snake_act.alpha
         if _needs_autograd(x, alpha):
-            if self.fused_backward:
+            if self.fused_backward and not torch.onnx.is_in_onnx_export():  # ONNX export traces the formula
                 return _HalfSnakeFunction.apply(x, alpha, self.lrelu.negative_slope)
             snake_out = self.snake_act(x[:, :h])  # (B, C // 2, T)
             lrelu_out = self.lrelu(x[:, h:])  # (B, C - C // 2, T)

@@ -34,6 +34,7 @@ from codec.conv import (
 )
 from codec.residual import HiFiGANResLayer
 from codec.streaming import StreamingModule
+from common.derived import DerivedWeight
 
 
 @dataclass
@@ -114,6 +115,7 @@ class HiFiGANDecoder(StreamingModule):
         self.post_activation = CodecActivation(cfg.activation, channels)
         self.post_conv = conv(channels, 1, cfg.out_kernel_size)
         self.out_activation = OutputActivation(cfg.output_activation)
+        self.onnx_session = DerivedWeight()  # codec.onnx_step's exported step, shared by replicas sharing the weights
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, D, F] -> audio [B, F * hop] in [-1, 1]."""
