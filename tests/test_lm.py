@@ -140,6 +140,42 @@ def test_fused_backbone_step_equals_transformers_layers(variant, monkeypatch):
     assert all(torch.equal(a.text_position, b.text_position) for a, b in zip(steps, plain_steps, strict=True))
 
 
+@pytest.mark.parametrize(
+    "variant, options",
+    [
+        ({}, dict(cfg_scale=2.5, monotonic_prior=True)),
+        ({}, dict(cfg_scale=1.0, rows=1)),
+        ({"num_kv_heads": 2, "alignment": AlignmentConfig(layers=[])}, dict(cfg_scale=2.5)),
+        ({"num_layers": 3, "frames_per_step": 2}, dict(cfg_scale=2.5)),
+    ],
+    ids=["mha-prior", "one-row", "gqa", "stacked"],
+)
+def test_onnx_backbone_step_equals_backbone_step(variant, options):
+    """`step_backend="onnxruntime"` (tts_lm/onnx_step.py, the cache's buffers read in place, the new key attended
+    beside them) gives the logits, codes and alignment tracking of `backbone_step`: guidance rows, one row, left
+    padding, GQA, the alignment heads with and without the inference prior, other shapes than the traced ones."""
+    from common.onnx_runtime import onnx_runtime_available
+
+    if not onnx_runtime_available():
+        pytest.skip("onnx / onnxruntime not installed")
+    torch.manual_seed(0)
+    model = KoelLM(tiny_config(**variant)).eval()
+    rows = options.pop("rows", 2)
+    phonemes, prompts = PHONEMES[:rows], prompts_for(model.config)[:rows]
+    options |= dict(temperature=0.8, top_k=0, seed=1, max_frames=9, min_frames=9)
+    runs = {}
+    for backend in ("torch", "onnxruntime"):
+        steps = list(stream_frames(model, phonemes, prompts, step_backend=backend, **options))
+        runs[backend] = steps
+    plain, graph = runs["torch"], runs["onnxruntime"]
+    assert model.onnx_session.entry is not None and len(graph) == len(plain) == 9
+    torch.testing.assert_close(torch.stack([s.logits for s in graph]), torch.stack([s.logits for s in plain]))
+    assert all(torch.equal(a.frame, b.frame) for a, b in zip(graph, plain, strict=True))
+    assert all(torch.equal(a.text_position, b.text_position) for a, b in zip(graph, plain, strict=True))
+    with pytest.raises(GenerationError, match="step_backend 'cuda'"):
+        next(stream_frames(model, phonemes, prompts, step_backend="cuda"))
+
+
 def test_cfg_combination_formula_and_one_batched_forward():
     cond, uncond = torch.randn(3, 2, 5), torch.randn(3, 2, 5)
     torch.testing.assert_close(cfg_combine(torch.cat([cond, uncond]), 2.5), uncond + 2.5 * (cond - uncond))

@@ -154,6 +154,7 @@ class KoelLM(nn.Module):
             nn.init.zeros_(self.head.proj.bias)
         self.register_buffer("stream_offsets", torch.arange(streams) * vocab, persistent=False)
         self.step_weights = DerivedWeight()  # backbone_step's fused projections, made on first use
+        self.onnx_session = DerivedWeight()  # tts_lm.onnx_step's exported backbone step, made on first use
 
     # ---- embeddings -----------------------------------------------------------------------------------------
     @property
