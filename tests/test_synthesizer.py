@@ -50,7 +50,7 @@ def offline(tts: Synthesizer, text: str, wav: np.ndarray, sr: int, seed: int, **
     for i, piece in enumerate(tts.text_pieces(text, prompt)):
         if i:
             codes.append(tts.pause_codes)
-        codes.append(tts.lm.generate(piece.ids, prompt, generator=generator, **options))  # (1, K, F_i)
+        codes.append(tts.lm.generate(piece.ids, prompt, generator=generator, step_backend=tts.backend, **options))
     codes = torch.cat(codes, dim=2)
     return tts.codec.decode(codes)[0].numpy(), codes
 
@@ -84,6 +84,34 @@ def test_static_decoder_step_gives_the_same_audio_request_after_request(models):
         np.testing.assert_allclose(streamed, reference, atol=1e-5)
     decoder = tts.decoders._idle.get_nowait()
     assert len(decoder._static_steps) >= 1  # kept on the replica for later requests
+
+
+def test_backends_give_the_same_audio(tts, models):
+    """The default on a CPU runs the LM step and the streaming decoder through ONNX Runtime (tts_lm/onnx_step.py,
+    codec/onnx_step.py); torch gives the same request's audio to float rounding; the decoder pool's replicas share
+    the one exported decoder session."""
+    from common.onnx_runtime import onnx_runtime_available
+
+    lm_dir, codec_dir, wav, sr, _ = models
+    assert tts.backend == ("onnxruntime" if onnx_runtime_available() else "torch")
+    plain = Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir, backend="torch")
+    assert plain.backend == "torch"
+    for chunk_frames in (1, 3):
+        reference = plain.synthesize(TEXT, wav, sr, seed=5, chunk_frames=chunk_frames, **OPTIONS)
+        streamed = tts.synthesize(TEXT, wav, sr, seed=5, chunk_frames=chunk_frames, **OPTIONS)
+        np.testing.assert_allclose(streamed, reference, atol=1e-5)
+    with pytest.raises(SynthesisError, match="backend 'cuda' is not one of"):
+        Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir, backend="cuda")
+    lm, codec = tiny_models()
+    with pytest.raises(SynthesisError, match="the codec is torch.float64 on cpu: use backend='torch'"):
+        Synthesizer(lm, codec.double(), backend="onnxruntime")
+    lm, codec = tiny_models()
+    assert Synthesizer(lm.double(), codec).backend == "torch"  # auto: torch where ONNX Runtime does not apply
+    if onnx_runtime_available():
+        decoder = tts.codec.audio_decoder
+        with tts.decoders.lease() as first, tts.decoders.lease() as second:  # two requests at once: two replicas
+            assert first is not second and first.onnx_session is second.onnx_session is decoder.onnx_session
+        assert decoder.onnx_session.entry is not None and tts.lm.onnx_session.entry is not None  # exported when made
 
 
 def test_seed_reproducible_and_matters(tts, models):

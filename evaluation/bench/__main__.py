@@ -30,7 +30,7 @@ import torch
 
 from common.fileio import write_json_atomic, write_text_atomic
 from evaluation.bench.harness import BenchSettings, has_espeak, machine_info
-from tts_lm.synthesizer import parse_chunk_frames
+from tts_lm.synthesizer import BACKENDS, parse_chunk_frames
 
 PAPER_RTF_RATIO = 2.33  # NanoCodec paper: LM RTF at 21.5 FPS / at 12.5 FPS
 
@@ -154,7 +154,8 @@ def _e2e_lines(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
         "",
         f"LMs: {'; '.join(lms)}. Weights: {'; '.join(weights)}. "
         "Audio EOS masked so every request makes the same seconds of audio; "
-        f"chunk = {s['chunk_frames']} frame(s); medians of {s['e2e_repeats']} interleaved requests (best in "
+        f"chunk = {s['chunk_frames']} frame(s), steps by {_backends(r['e2e'])}; medians of {s['e2e_repeats']} "
+        "interleaved requests (best in "
         "brackets). Batch 1 runs `Synthesizer.stream`; batch B streams B rows through one LM and one decoder; RTF is "
         "compute seconds per second of audio of one stream, 'audio s per s' counts all B streams.",
         "",
@@ -175,20 +176,33 @@ def _e2e_lines(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _stream(row: dict[str, Any], rtf: str, frame_ms: str) -> str:
+    """A streaming column's cell, RTF (ms per frame), or n/a (a peer; ONNX Runtime off a CPU; older results)."""
+    if row.get(rtf) is None:
+        return "n/a"
+    return f"{_f(row[rtf])} ({_f(row[frame_ms])})" if row.get(frame_ms) is not None else _f(row[rtf])
+
+
+def _backends(rows: list[dict[str, Any]]) -> str:
+    """The backends of the rows' LM steps and decoder, e.g. "onnxruntime" (older results: "torch")."""
+    return " / ".join(sorted({row.get("backend", "torch") for row in rows}))
+
+
 def _codec_lines(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "## 2. Codec speed vs peers (random weights, same speech, interleaved, medians)",
         "",
         "| codec | sample rate | FPS | kbps | params M | encode RTF | decode RTF | streaming decode RTF (frame by "
-        "frame) | encode / NanoCodec 12.5 | decode / NanoCodec 12.5 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "frame; ms per frame): torch | the same, ONNX Runtime | encode / NanoCodec 12.5 | decode / NanoCodec 12.5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["codec_speed"]:
         lines.append(
             f"| {row['codec']} | {row['sample_rate']} | {row['frame_rate']:.1f} | {row['kbps']:.2f} | "
             f"{row['parameters_m']:.1f} | {_f(row['encode_rtf'])} | {_f(row['decode_rtf'])} | "
-            f"{_f(row['stream_decode_rtf']) if row['stream_decode_rtf'] is not None else 'n/a'} | "
+            f"{_stream(row, 'stream_decode_rtf', 'stream_frame_ms')} | "
+            f"{_stream(row, 'stream_decode_onnx_rtf', 'stream_frame_onnx_ms')} | "
             f"{_f(row['encode_vs_nanocodec'])}x | {_f(row['decode_vs_nanocodec'])}x |"
         )
     lines += [
@@ -251,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         default="1",
         help='codec frames per streamed chunk, or "grow": single frames, then up to 8 as speed allows (default 1)',
     )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="the LM step and streaming decoder of the end-to-end benchmark: auto = ONNX Runtime on a CPU, else "
+        "torch (default %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="torch device of the timed models: cpu or cuda (default cpu)")
     p.add_argument(
         "--sections",
@@ -283,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             trained[rate] = {"codec": codec, "lm": lm}
     settings = BenchSettings.smoke(args.threads) if args.smoke else BenchSettings.full(args.threads)
     settings.chunk_frames = args.chunk_frames
+    settings.backend = args.backend
     settings.device = args.device
     if args.device != "cpu" and not torch.device(args.device).type == "cpu":
         try:

@@ -5,7 +5,8 @@
 Candidates (random weights: speed does not depend on them), each at its own sample rate on the same speech
 (espeak-ng, resampled; `codec_seconds` long), torch inference mode, `threads` threads:
     NanoCodec 12.5 FPS 1.1 kbps and 21.5 FPS 1.89 kbps: configs/codec/nanocodec_*.yaml (weight norm folded, as
-        for inference); also streaming decode frame by frame (`with codec.streaming(1)`, one frame per call)
+        for inference); also streaming decode frame by frame (`with codec.streaming(1)`, one frame per call), by
+        torch and (on a CPU) by ONNX Runtime (codec/onnx_step.py, the Synthesizer's default there)
     Mimi (Kyutai, 24 kHz, 12.5 Hz, 8 of its codebooks = 1.1 kbps): transformers MimiConfig() defaults
     EnCodec (Meta, 24 kHz, 75 Hz, 6 kbps): transformers EncodecConfig() defaults
     DAC (Descript, 44.1 kHz, 86 Hz, 9 codebooks = 7.7 kbps): transformers DacConfig(sampling_rate=44100)
@@ -27,6 +28,8 @@ from tqdm import tqdm
 
 from codec import NanoCodec
 from codec.audio import resample
+from codec.onnx_step import onnx_step
+from common.onnx_runtime import onnx_runtime_available
 from evaluation.bench.harness import LONG_TEXT, BenchSettings, espeak_speech, median, timed
 
 
@@ -42,6 +45,7 @@ class CodecUnderTest:
     encode: Callable[[torch.Tensor], Any]
     decode: Callable[[Any], torch.Tensor]
     stream_decode: Callable[[Any], torch.Tensor] | None = None
+    stream_decode_onnx: Callable[[Any], torch.Tensor] | None = None
 
 
 def nanocodec(config: str, overrides: tuple[str, ...] = (), device: str = "cpu") -> CodecUnderTest:
@@ -53,10 +57,29 @@ def nanocodec(config: str, overrides: tuple[str, ...] = (), device: str = "cpu")
         with model.streaming(codes.shape[0]):
             return torch.cat([model.decode(codes[:, :, i : i + 1]) for i in range(codes.shape[-1])], dim=-1)
 
+    decoder = model.audio_decoder
+
+    def stream_decode_onnx(codes: torch.Tensor) -> torch.Tensor:
+        latents = model.dequantize(codes)  # (B, D, F)
+        with decoder.streaming(codes.shape[0]):
+            step = onnx_step(decoder)
+            return torch.cat([step(latents[:, :, i : i + 1]) for i in range(codes.shape[-1])], dim=-1)
+
+    onnx = device == "cpu" and onnx_runtime_available()
+    if onnx:
+        onnx_step(decoder)  # exported here, outside the timed rounds
     name = f"NanoCodec {model.frame_rate:.1f} FPS {model.bitrate / 1000:.2f} kbps"
     params = sum(p.numel() for p in model.parameters())
     return CodecUnderTest(
-        name, model.sample_rate, model.frame_rate, model.bitrate, params, model.encode, model.decode, stream_decode
+        name,
+        model.sample_rate,
+        model.frame_rate,
+        model.bitrate,
+        params,
+        model.encode,
+        model.decode,
+        stream_decode,
+        stream_decode_onnx if onnx else None,
     )
 
 
@@ -142,6 +165,8 @@ def bench_codec_speed(settings: BenchSettings, progress: bool = True) -> list[di
         seconds = inputs[c.name].shape[-1] / c.sample_rate
         t = times[c.name]
         stream = median(t["stream"]) / seconds if c.stream_decode else None
+        stream_onnx = median(t["stream_onnx"]) / seconds if c.stream_decode_onnx else None
+        frames = inputs[c.name].shape[-1] / c.sample_rate * c.frame_rate
         rows.append(
             {
                 "codec": c.name,
@@ -153,6 +178,9 @@ def bench_codec_speed(settings: BenchSettings, progress: bool = True) -> list[di
                 "encode_rtf": median(t["encode"]) / seconds,
                 "decode_rtf": median(t["decode"]) / seconds,
                 "stream_decode_rtf": stream,
+                "stream_decode_onnx_rtf": stream_onnx,
+                "stream_frame_ms": 1000 * median(t["stream"]) / frames if c.stream_decode else None,
+                "stream_frame_onnx_ms": 1000 * median(t["stream_onnx"]) / frames if c.stream_decode_onnx else None,
                 "encode_s": t["encode"],
                 "decode_s": t["decode"],
             }
@@ -174,7 +202,9 @@ def _interleaved_rounds(
     inputs = {
         c.name: torch.from_numpy(resample(speech, 22050, c.sample_rate))[None].to(settings.device) for c in codecs
     }  # (1, T)
-    times: dict[str, dict[str, list[float]]] = {c.name: {"encode": [], "decode": [], "stream": []} for c in codecs}
+    times: dict[str, dict[str, list[float]]] = {
+        c.name: {"encode": [], "decode": [], "stream": [], "stream_onnx": []} for c in codecs
+    }
     rounds = settings.codec_repeats + 1  # the first round warms up and is not counted
     bar = tqdm(total=rounds * len(codecs), desc="bench 2/3: codec speed vs peers", disable=not progress)
     for r in range(rounds):
@@ -185,10 +215,13 @@ def _interleaved_rounds(
             dev = settings.device
             enc, dec = timed(lambda c=c, x=x: c.encode(x), dev), timed(lambda c=c, codes=codes: c.decode(codes), dev)
             stream = timed(lambda c=c, codes=codes: c.stream_decode(codes), dev) if c.stream_decode else float("nan")
+            onnx = c.stream_decode_onnx
+            stream_onnx = timed(lambda codes=codes, f=onnx: f(codes), dev) if onnx else float("nan")
             if r > 0:
                 t["encode"].append(enc)
                 t["decode"].append(dec)
                 t["stream"].append(stream)
+                t["stream_onnx"].append(stream_onnx)
             bar.update(1)
     bar.close()
 

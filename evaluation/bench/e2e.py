@@ -64,7 +64,12 @@ def bench_g2p() -> G2P | StandInG2P:
 
 
 def random_synthesizer(
-    codec_config: str, lm_config: str, overrides: tuple[str, ...] = (), device: str = "cpu", g2p: Any = None
+    codec_config: str,
+    lm_config: str,
+    overrides: tuple[str, ...] = (),
+    device: str = "cpu",
+    g2p: Any = None,
+    backend: str = "auto",
 ) -> Synthesizer:
     """A Synthesizer over random-init models: the codec of `codec_config`, the LM of `lm_config`'s model section."""
     torch.manual_seed(0)
@@ -81,7 +86,8 @@ def random_synthesizer(
     )
     values = OmegaConf.to_container(OmegaConf.load(lm_config).model)
     lm = KoelLM(config_from_dict(LMConfig, values).with_tokens(meta)).eval().to(device)
-    return Synthesizer(lm, codec, g2p=g2p if g2p is not None else bench_g2p())
+    g2p = g2p if g2p is not None else bench_g2p()
+    return Synthesizer(lm, codec, g2p=g2p, backend=backend)
 
 
 def architecture(lm: KoelLM) -> str:
@@ -128,18 +134,19 @@ def request(
     (piece,) = tts.text_pieces(TEXT, prompts[0])
     generator = torch.Generator(device=device).manual_seed(seed)
     ttfa, samples, emitted, pending = None, 0, 0, []
-    steps = stream_frames(
-        tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
-    )
+    options = dict(cfg_scale=2.5, top_k=80, step_backend=tts.backend, **fixed_length(frames))
+    steps = stream_frames(tts.lm, [piece.ids] * batch, prompts, generator=generator, **options)
     plan = ChunkPlan(chunk_frames, 1.0 / tts.frame_rate)
     resumed = clock(device)
-    with tts.codec.streaming(batch):
+    decoder = tts.codec.audio_decoder
+    with decoder.streaming(batch):
         for step in steps:
             pending.append(step.frame)  # (B, K, 1)
             emitted += 1
             if len(pending) < plan.due and emitted < frames:
                 continue
-            audio = tts.codec.decode(torch.cat(pending, dim=2))  # (B, n * hop): n frames of every row
+            latents = tts.codec.dequantize(torch.cat(pending, dim=2))  # (B, D, n)
+            audio = tts.decode_chunk(decoder, latents)  # (B, n * hop): n frames of every row, the request's backend
             now = clock(device)
             plan.delivered(len(pending), now - resumed, now)
             samples, pending, resumed = samples + audio.shape[-1], [], now
@@ -172,9 +179,8 @@ def components(tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int) -
     prompts = tts.codec.encode(wav.repeat(batch, 1))  # (B, K, P)
     (piece,) = tts.text_pieces(TEXT, prompts[0])
     generator = torch.Generator(device=device).manual_seed(0)
-    steps = stream_frames(
-        tts.lm, [piece.ids] * batch, prompts, generator=generator, cfg_scale=2.5, top_k=80, **fixed_length(frames)
-    )
+    options = dict(cfg_scale=2.5, top_k=80, step_backend=tts.backend, **fixed_length(frames))
+    steps = stream_frames(tts.lm, [piece.ids] * batch, prompts, generator=generator, **options)
     start = clock(device)
     next(steps)
     prefix_s, step_times, codes = clock(device) - start, [], []
@@ -182,10 +188,11 @@ def components(tts: Synthesizer, prompt_wav, sr: int, frames: int, batch: int) -
         tic = clock(device)
         codes.append(next(steps).frame)  # (B, K, 1)
         step_times.append(clock(device) - tic)
-    frame_times = []
-    with tts.codec.streaming(batch):
+    frame_times, decoder = [], tts.codec.audio_decoder
+    with decoder.streaming(batch):
         for frame in codes:
-            frame_times.append(timed(lambda f=frame: tts.codec.decode(f), device))
+            decode = lambda f=frame: tts.decode_chunk(decoder, tts.codec.dequantize(f))  # noqa: E731
+            frame_times.append(timed(decode, device))
     return {
         "batch": batch,
         "g2p_ms": 1000 * g2p_s if batch == 1 else None,
@@ -209,10 +216,22 @@ def bench_e2e(
     for key in FPS_KEYS:
         if key in trained:
             codec_dir, lm_dir = trained[key]
-            tts = Synthesizer.from_pretrained(lm=lm_dir, codec=codec_dir, device=settings.device, g2p=bench_g2p())
+            tts = Synthesizer.from_pretrained(
+                lm=lm_dir,
+                codec=codec_dir,
+                device=settings.device,
+                g2p=bench_g2p(),
+                backend=settings.backend,
+            )
             setups[key] = (tts, f"trained: {lm_dir} + {codec_dir}")
         else:
-            tts = random_synthesizer(configs[key], settings.lm_config, settings.codec_overrides, settings.device)
+            tts = random_synthesizer(
+                configs[key],
+                settings.lm_config,
+                settings.codec_overrides,
+                settings.device,
+                backend=settings.backend,
+            )
             setups[key] = (tts, f"random init: {settings.lm_config} + {configs[key]}")
     sr = setups["12.5"][0].sample_rate
     prompt = espeak_speech(PROMPT_TEXT, sr)
@@ -251,6 +270,7 @@ def bench_e2e(
                 "prompt_s": tts.prepare_prompt(prompt, sr).seconds,
                 "frames": results[0]["frames"],
                 "chunk_frames": settings.chunk_frames,
+                "backend": tts.backend,
                 "ttfa_ms": 1000 * median([r["ttfa_s"] for r in results]),
                 "ttfa_warm_voice_ms": 1000 * median([r["ttfa_warm_s"] for r in results]) if batch == 1 else None,
                 "best_ttfa_ms": 1000 * min(r["ttfa_s"] for r in results),

@@ -50,6 +50,9 @@ class BenchSettings:
     batch_sizes: tuple[int, ...] = (1, 8)
     e2e_repeats: int = 3
     chunk_frames: int | str = 1  # codec frames per streamed chunk (1 = 80 ms at 12.5 FPS), or "grow" (ChunkPlan)
+    backend: str = (
+        "auto"  # the Synthesizer's (LM step, streaming decoder): auto (ONNX Runtime on a CPU), torch, onnxruntime
+    )
     # 2. codec speed vs peers
     paper_codecs: tuple[str, ...] = (
         "configs/codec/nanocodec_12.5fps_1.1kbps.yaml",
