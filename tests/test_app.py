@@ -182,13 +182,17 @@ def test_four_concurrent_requests_all_succeed_and_stay_independent(server):
     def request(seed: int) -> np.ndarray:
         client = Client(url, verbose=False, download_files=str(directory / f"downloads_{seed}"))
         _, final = run(client, TEXT, prompt, seed=seed)
-        return sf.read(final[1], dtype="int16")[0]
+        return sf.read(final[1], dtype="int16")[0].astype(np.int32)
 
     with ThreadPoolExecutor(4) as pool:
         audios = list(pool.map(request, seeds))
     assert all(a.size > 0 for a in audios)
-    np.testing.assert_array_equal(audios[0], audios[2])
-    np.testing.assert_array_equal(audios[1], audios[3])
+    # the same seed gives the same audio: the demo's growing chunks follow each request's own pace, and chunks of
+    # other lengths round differently (~1e-6), which can move a sample by one 16-bit step; a shared or leaked
+    # state would change it by far more
+    assert audios[0].shape == audios[2].shape and audios[1].shape == audios[3].shape
+    np.testing.assert_allclose(audios[0], audios[2], atol=1, rtol=0)
+    np.testing.assert_allclose(audios[1], audios[3], atol=1, rtol=0)
     assert audios[0].shape != audios[1].shape or not np.array_equal(audios[0], audios[1])
 
 
