@@ -311,6 +311,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
     p.add_argument(
+        "--backend",
+        default="auto",
+        help="LM step and streaming decoder: auto (ONNX Runtime on a CPU, else torch), torch or onnxruntime "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--examples",
         default=None,
         help="corpus manifest for example voices (default: the LM's training corpus, else runs/data/*; 'none': none)",
@@ -348,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     limits = DemoLimits(args.max_text_chars, args.max_prompt_seconds, chunk_frames)
     try:
         tts = Synthesizer.from_pretrained(
-            lm=args.lm, codec=args.codec, device=args.device, language=args.language, max_text_chars=args.max_text_chars
+            lm=args.lm,
+            codec=args.codec,
+            device=args.device,
+            language=args.language,
+            max_text_chars=args.max_text_chars,
+            backend=args.backend,
         )
         examples = example_voices(args.examples, lm=args.lm)
     except (ValueError, FileNotFoundError) as e:

@@ -362,6 +362,8 @@ def test_batch_cli_writes_one_wav_per_line_with_results(models, tmp_path):
         audio, rate = sf.read(str(out / r["file"]))
         assert rate == 22050 and audio.size > 0 and r["ttfa_s"] > 0 and r["rtf"] > 0
     assert not (out / "0003.wav").exists()
+    bad = subprocess.run([*cmd, "--backend", "cuda"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "backend 'cuda' is not one of" in bad.stderr
 
 
 def test_batch_cli_help(capsys):

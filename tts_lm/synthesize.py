@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=80, help="top-k sampling (default 80)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="LM step and streaming decoder: auto (ONNX Runtime on a CPU, else torch), torch or onnxruntime "
+        "(default %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="re-synthesise lines whose wav already exists")
     return p.parse_args(argv)
 
@@ -66,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         prompt, prompt_sr = load_audio(args.prompt, max_seconds=600)
-        tts = Synthesizer.from_pretrained(lm=args.lm, codec=args.codec, device=args.device, language=args.language)
+        tts = Synthesizer.from_pretrained(
+            lm=args.lm, codec=args.codec, device=args.device, language=args.language, backend=args.backend
+        )
         tts.prepare_prompt(prompt, prompt_sr)  # fail now, not on every line
     except (AudioError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
