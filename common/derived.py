@@ -26,6 +26,12 @@ class DerivedWeight:
     def __init__(self) -> None:
         self.entry: tuple[tuple, torch.Tensor] | None = None
 
+    def __reduce__(self) -> tuple:
+        """A copy (copy.deepcopy, pickle) starts empty: what it holds is remade from the copy's own weights on first
+        use, and may not be copyable at all (an ONNX Runtime session). Replicas that should share the box pass it
+        in deepcopy's memo (tts_lm's DecoderPool)."""
+        return (type(self), ())
+
     def get(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         entry = self.entry
         if entry is None or entry[0] != key:

@@ -3,6 +3,7 @@ training resume == uninterrupted, input errors. Tiny models, CPU, seconds each."
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -174,6 +175,8 @@ def test_onnx_backbone_step_equals_backbone_step(variant, options):
     assert all(torch.equal(a.text_position, b.text_position) for a, b in zip(graph, plain, strict=True))
     with pytest.raises(GenerationError, match="step_backend 'cuda'"):
         next(stream_frames(model, phonemes, prompts, step_backend="cuda"))
+    copied = copy.deepcopy(model)  # an exported session is not copied: the copy makes its own when it needs one
+    assert copied.onnx_session.entry is None and model.onnx_session.entry is not None
 
 
 def test_cfg_combination_formula_and_one_batched_forward():

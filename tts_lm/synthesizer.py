@@ -500,7 +500,7 @@ class Synthesizer:
         stats: SynthesisStats,
     ) -> Iterator[torch.Tensor]:
         reasons: list[str] = []
-        options = dict(step_backend=self.backend, **options)
+        options = {"step_backend": self.backend, **options}  # a step_backend in the request's options wins
         yield from self.lm.stream(piece.ids, prompt_codes, generator=generator, stop_reasons=reasons, **options)
         stats.pieces += 1
         stats.stop_reasons.extend(reasons)
@@ -516,7 +516,6 @@ def resolve_backend(name: str, lm: KoelLM, codec: NanoCodec) -> str:
         for k, p in models.items()
         if (p.device.type, p.dtype) != ("cpu", torch.float32)
     ]
-    fits = not unfit
     if name == "onnxruntime" and unfit:
         raise SynthesisError(
             f"backend 'onnxruntime' runs float32 models on the CPU, but {' and '.join(unfit)}: use backend='torch'"
@@ -524,7 +523,7 @@ def resolve_backend(name: str, lm: KoelLM, codec: NanoCodec) -> str:
     if name == "onnxruntime" and not onnx_runtime_available():
         raise SynthesisError("backend 'onnxruntime' needs the onnx and onnxruntime packages: pip install them")
     if name == "auto":
-        return "onnxruntime" if fits and onnx_runtime_available() else "torch"
+        return "onnxruntime" if not unfit and onnx_runtime_available() else "torch"
     return name
 
 
