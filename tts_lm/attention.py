@@ -76,31 +76,50 @@ def koel_alignment_attention(
     if ctx is None or module.layer_idx not in ctx.layers or ctx.heads == 0:
         return out, None
 
-    h, num_text = ctx.heads, ctx.num_text
-    batch, _, q_len, head_dim = query.shape
+    h = ctx.heads
+    _, _, q_len, head_dim = query.shape
     kv_len = key.shape[2]
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups)[:, :h], repeat_kv(value, groups)[:, :h]  # (B, h, kv, d)
-
-    t = torch.arange(num_text, device=query.device)
-    index = (ctx.text_start[:, None] + t[None, :]).clamp(max=kv_len - 1)  # (B, T) key index of each text slot
-    index = index[:, None, :, None].expand(batch, h, num_text, head_dim)  # (B, h, T, d)
-    text_key, text_value = key.gather(2, index), value.gather(2, index)  # (B, h, T, d)
-
     scale = scaling if scaling is not None else head_dim**-0.5
-    scores = (query[:, :h].float() @ text_key.float().transpose(-1, -2)) * scale  # (B, h, q, T)
-    if ctx.log_prior is not None:
-        scores = scores + ctx.log_prior[:, None].to(scores.dtype)  # (B, 1, q, T)
-    text_valid = t[None, :] < ctx.text_len[:, None]  # (B, T)
-    scores = scores.masked_fill(~text_valid[:, None, None, :], torch.finfo(scores.dtype).min)
-    logprobs = scores.log_softmax(dim=-1)  # (B, h, q, T)
+    text_out, logprobs = text_attention(
+        query[:, :h], key, value, ctx.text_start, ctx.text_len, ctx.num_text, scale, ctx.log_prior
+    )  # (B, h, q, d), (B, h, q, T)
     ctx.logprobs[module.layer_idx] = logprobs
 
-    text_out = logprobs.exp().to(text_value.dtype) @ text_value  # (B, h, q, d)
     query_index = torch.arange(kv_len - q_len, kv_len, device=query.device)  # (q,)
     is_audio = query_index[None, :] >= ctx.audio_start[:, None]  # (B, q)
     aligned = torch.where(is_audio[:, :, None, None], text_out.transpose(1, 2).to(out.dtype), out[:, :, :h])
     return torch.cat([aligned, out[:, :, h:]], dim=2), None  # (B, q, H, d)
+
+
+def text_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    text_start: torch.Tensor,
+    text_len: torch.Tensor,
+    num_text: int,
+    scale: float,
+    log_prior: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alignment heads attending to their row's text only: query [B, h, q, d], key / value [B, h, kv, d] (the
+    alignment heads' own), the text at key indices text_start .. text_start + text_len - 1, log_prior [B, q, T]
+    added to the scores -> (output [B, h, q, d], log-probabilities over the text [B, h, q, T]; T = num_text).
+    Also the alignment layers of tts_lm/onnx_step.py's graph, so both steps compute the same formula."""
+    batch, h, _, head_dim = query.shape
+    t = torch.arange(num_text, device=query.device)
+    index = (text_start[:, None] + t[None, :]).clamp(max=key.shape[2] - 1)  # (B, T) key index of each text slot
+    index = index[:, None, :, None].expand(batch, h, num_text, head_dim)  # (B, h, T, d)
+    text_key, text_value = key.gather(2, index), value.gather(2, index)  # (B, h, T, d)
+
+    scores = (query.float() @ text_key.float().transpose(-1, -2)) * scale  # (B, h, q, T)
+    if log_prior is not None:
+        scores = scores + log_prior[:, None].to(scores.dtype)  # (B, 1, q, T)
+    text_valid = t[None, :] < text_len[:, None]  # (B, T)
+    scores = scores.masked_fill(~text_valid[:, None, None, :], torch.finfo(scores.dtype).min)
+    logprobs = scores.log_softmax(dim=-1)  # (B, h, q, T)
+    return logprobs.exp().to(text_value.dtype) @ text_value, logprobs
 
 
 def register_attention() -> str:

@@ -33,7 +33,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from common.onnx_runtime import as_array, export_onnx, kept_session
-from tts_lm.attention import AlignmentContext
+from tts_lm.attention import AlignmentContext, text_attention
 from tts_lm.kv_cache import PreallocatedLayer
 
 
@@ -71,41 +71,32 @@ class _BackboneStepFunction(nn.Module):
             )
             q, k = apply_rotary_pos_emb(q, k, cos, sin)  # q (R, H, 1, d), k and v (R, H_kv, 1, d)
             new += [k, v]
-            grouped = q.reshape(rows, kv_heads, -1, head_dim)  # (R, H_kv, G, d): head g * ... as repeat_kv pairs them
+            grouped = q.reshape(
+                rows, kv_heads, -1, head_dim
+            )  # (R, H_kv, G, d): head j uses kv head j // G, as repeat_kv
             cached = (grouped @ keys.transpose(-1, -2)) * attn.scaling  # (R, H_kv, G, M)
             cached = cached.masked_fill(hidden_visible, float("-inf"))
             own = (grouped * k).sum(-1, keepdim=True) * attn.scaling  # (R, H_kv, G, 1): the new key
             weights = torch.cat([cached, own], dim=-1).softmax(-1)
             out = weights[..., :-1] @ values + weights[..., -1:] * v  # (R, H_kv, G, d)
             out = out.reshape(rows, -1, 1, head_dim)  # (R, H, 1, d)
-            if i in self.alignment_layers:
-                text_out, logp = self._text_attention(q, keys, values, text_start, text_len, log_prior, attn.scaling)
+            if i in self.alignment_layers:  # an audio query: the alignment heads attend to the row's text
+                heads = self.alignment_heads
+                text_out, logp = text_attention(
+                    q[:, :heads],
+                    keys[:, :heads],
+                    values[:, :heads],
+                    text_start,
+                    text_len,
+                    log_prior.shape[-1],
+                    attn.scaling,
+                    log_prior,
+                )
                 logprobs.append(logp)
-                out = torch.cat([text_out, out[:, self.alignment_heads :]], dim=1)
+                out = torch.cat([text_out, out[:, heads:]], dim=1)
             x = x + attn.o_proj(out.transpose(1, 2).reshape(rows, 1, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return (backbone.norm(x), *new, *logprobs)
-
-    def _text_attention(
-        self,
-        q: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        text_start: torch.Tensor,
-        text_len: torch.Tensor,
-        log_prior: torch.Tensor,
-        scaling: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The alignment heads of an audio query (tts_lm.attention): (output [R, h, 1, d], logprobs [R, h, 1, T])."""
-        rows, h, num_text, head_dim = q.shape[0], self.alignment_heads, log_prior.shape[-1], q.shape[-1]
-        t = torch.arange(num_text, device=q.device)
-        index = (text_start[:, None] + t[None, :])[:, None, :, None].expand(rows, h, num_text, head_dim)
-        text_key, text_value = keys[:, :h].gather(2, index), values[:, :h].gather(2, index)  # (R, h, T, d)
-        scores = (q[:, :h] @ text_key.transpose(-1, -2)) * scaling + log_prior[:, None]  # (R, h, 1, T)
-        text_valid = t[None, :] < text_len[:, None]  # (R, T)
-        scores = scores.masked_fill(~text_valid[:, None, None, :], torch.finfo(scores.dtype).min)
-        logprobs = scores.log_softmax(dim=-1)
-        return logprobs.exp() @ text_value, logprobs
 
 
 INPUTS = ["embeds", "position_ids", "visible", "text_start", "text_len", "log_prior"]
